@@ -1,0 +1,1 @@
+"""riskstream's machine learning; never imports Faust or Kafka."""

@@ -1,0 +1,239 @@
+"""Adaptation strategies with one interface: ``adapt(model, support_x, support_y, *, steps, seed)``.
+
+* :class:`RefreshSupport`: new support set, same weights (the matching network's free
+  adaptation).
+* :class:`FirstOrderMAML`: ``steps`` SGD steps on the support's leave-one-out loss, from
+  the meta-learned initialization (the inner loop of :func:`models.episodes.fast_adapt`).
+* :class:`Reptile`: ``steps`` SGD steps on class-balanced mini-batches of the support,
+  then ``θ + ε(θ' − θ)``.
+* :class:`TransferFineTune`: Adam fine-tuning of a model pretrained on a source domain
+  (see :func:`models.meta_train.pretrain_source`) on the target's few labels.
+
+Inputs are standardized features (``FeatureTransform.transform``); the model passed in is
+never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.episodes import inner_loop, support_loss
+from models.matching import FewShotModel
+
+
+def _tensor(a: np.ndarray | Tensor) -> Tensor:
+    return torch.as_tensor(np.asarray(a, dtype=np.float32)) if not isinstance(a, Tensor) else a
+
+
+@dataclass
+class AdaptedModel:
+    """A model with the support set it scores against.
+
+    >>> from models.encoder import Encoder
+    >>> from models.matching import MatchingNetwork
+    >>> net = MatchingNetwork(Encoder(3, hidden=(4,), emb_dim=2))
+    >>> am = RefreshSupport().adapt(net, np.eye(3), np.array([1, 0, 0]), steps=0, seed=0)
+    >>> am.predict_proba(np.zeros((2, 3), dtype=np.float32)).shape
+    (2,)
+    """
+
+    model: FewShotModel
+    support_x: Tensor
+    support_y: Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def predict_proba(self, x: np.ndarray | Tensor, batch_size: int = 8192) -> np.ndarray:
+        """``p(fraud)`` of standardized features ``x[N, F]``."""
+        xt = _tensor(x)
+        self.model.eval()
+        out = []
+        with torch.no_grad():
+            for i in range(0, xt.shape[0], batch_size):
+                out.append(self.model(xt[i : i + batch_size], self.support_x, self.support_y))
+        return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+class AdaptationStrategy(ABC):
+    """Turns a model and a few labelled cases into an :class:`AdaptedModel`."""
+
+    name = "base"
+
+    @abstractmethod
+    def adapt(
+        self,
+        model: FewShotModel,
+        support_x: np.ndarray | Tensor,
+        support_y: np.ndarray | Tensor,
+        *,
+        steps: int,
+        seed: int,
+    ) -> AdaptedModel:
+        """Adapt ``model`` (left untouched) to the support set."""
+
+
+class RefreshSupport(AdaptationStrategy):
+    """Swap in the new support set; no gradient step (``steps`` is ignored)."""
+
+    name = "refresh_support"
+
+    def adapt(
+        self,
+        model: FewShotModel,
+        support_x: np.ndarray | Tensor,
+        support_y: np.ndarray | Tensor,
+        *,
+        steps: int = 0,
+        seed: int = 0,
+    ) -> AdaptedModel:
+        """Same weights, new support."""
+        return AdaptedModel(model, _tensor(support_x), _tensor(support_y), {"strategy": self.name})
+
+
+def _load_params(model: FewShotModel, params: dict[str, Tensor]) -> FewShotModel:
+    adapted = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in adapted.named_parameters():
+            if name in params:
+                p.copy_(params[name].detach())
+    adapted.eval()
+    return adapted
+
+
+@dataclass
+class FirstOrderMAML(AdaptationStrategy):
+    """``steps`` first-order MAML inner steps (SGD, ``inner_lr``) on the whole support."""
+
+    inner_lr: float = 0.05
+    name = "fomaml"
+
+    def adapt(
+        self,
+        model: FewShotModel,
+        support_x: np.ndarray | Tensor,
+        support_y: np.ndarray | Tensor,
+        *,
+        steps: int = 5,
+        seed: int = 0,
+    ) -> AdaptedModel:
+        """Inner loop from the meta-learned weights."""
+        torch.manual_seed(seed)
+        sx, sy = _tensor(support_x), _tensor(support_y)
+        model.train()
+        params, losses = inner_loop(model, sx, sy, steps=steps, lr=self.inner_lr)
+        model.eval()
+        info = {"strategy": self.name, "support_losses": losses}
+        return AdaptedModel(_load_params(model, params), sx, sy, info)
+
+
+def _balanced_batch(y: Tensor, size: int, gen: torch.Generator) -> Tensor:
+    fraud = torch.nonzero(y > 0.5).flatten()
+    legit = torch.nonzero(y <= 0.5).flatten()
+    half = max(1, size // 2)
+    parts = []
+    for pool in (fraud, legit):
+        if len(pool):
+            pick = torch.randperm(len(pool), generator=gen)[: max(half, 2)]
+            parts.append(pool[pick])
+    return torch.cat(parts)
+
+
+@dataclass
+class Reptile(AdaptationStrategy):
+    """SGD on class-balanced support mini-batches, then interpolate toward the result."""
+
+    inner_lr: float = 0.05
+    batch_size: int = 64
+    epsilon: float = 1.0
+    name = "reptile"
+
+    def adapt(
+        self,
+        model: FewShotModel,
+        support_x: np.ndarray | Tensor,
+        support_y: np.ndarray | Tensor,
+        *,
+        steps: int = 5,
+        seed: int = 0,
+    ) -> AdaptedModel:
+        """``θ + ε(θ' − θ)`` after ``steps`` mini-batch steps."""
+        gen = torch.Generator().manual_seed(seed)
+        sx, sy = _tensor(support_x), _tensor(support_y)
+        start = {k: v.detach().clone() for k, v in model.named_parameters()}
+        work = copy.deepcopy(model)
+        work.train()
+        opt = torch.optim.SGD(work.parameters(), lr=self.inner_lr)
+        losses = []
+        for _ in range(steps):
+            idx = _balanced_batch(sy, self.batch_size, gen)
+            loss = support_loss(work, dict(work.named_parameters()), sx[idx], sy[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        with torch.no_grad():
+            for k, p in work.named_parameters():
+                p.copy_(start[k] + self.epsilon * (p - start[k]))
+        work.eval()
+        return AdaptedModel(work, sx, sy, {"strategy": self.name, "support_losses": losses})
+
+
+@dataclass
+class TransferFineTune(AdaptationStrategy):
+    """Adam fine-tuning (``lr``) of a source-pretrained model on the target's labels."""
+
+    lr: float = 1e-3
+    name = "transfer_finetune"
+
+    def adapt(
+        self,
+        model: FewShotModel,
+        support_x: np.ndarray | Tensor,
+        support_y: np.ndarray | Tensor,
+        *,
+        steps: int = 50,
+        seed: int = 0,
+    ) -> AdaptedModel:
+        """Fine-tune every weight for ``steps`` full-batch Adam steps."""
+        torch.manual_seed(seed)
+        sx, sy = _tensor(support_x), _tensor(support_y)
+        work = copy.deepcopy(model)
+        work.train()
+        opt = torch.optim.Adam(work.parameters(), lr=self.lr)
+        losses = []
+        for _ in range(steps):
+            loss = support_loss(work, dict(work.named_parameters()), sx, sy)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        work.eval()
+        return AdaptedModel(work, sx, sy, {"strategy": self.name, "support_losses": losses})
+
+
+STRATEGIES: dict[str, type[AdaptationStrategy]] = {
+    "refresh_support": RefreshSupport,
+    "fomaml": FirstOrderMAML,
+    "reptile": Reptile,
+    "transfer_finetune": TransferFineTune,
+}
+
+
+def strategy_from_name(name: str, **kwargs: Any) -> AdaptationStrategy:
+    """A strategy by its setting name.
+
+    >>> strategy_from_name("fomaml", inner_lr=0.1).inner_lr
+    0.1
+    """
+    try:
+        return STRATEGIES[name](**kwargs)
+    except KeyError:
+        raise ValueError(
+            f"unknown adaptation strategy {name!r}; one of {sorted(STRATEGIES)}"
+        ) from None

@@ -1,0 +1,195 @@
+"""Batch scorer for the stream: the matching network's forward pass in numpy.
+
+Scoring a batch is: standardize, run the exported MLP, one matrix product against the
+cached support embeddings, a softmax and its weighted label sum. The top-weighted support
+cases are the explanation. Support embeddings are computed once per support change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.artifacts import Artifact, ArtifactError, SupportSet, load_artifact
+from models.encoder import numpy_embed
+from models.features.definitions import FeatureSchema
+from models.features.transform import FeatureTransform
+from models.matching import MatchingNetwork
+
+Explanation = list[tuple[str, int, float]]
+
+
+class Scorer:
+    """Scores raw feature vectors ``[B, F]`` (in the artifact's schema order).
+
+    >>> from models.encoder import Encoder
+    >>> rng = np.random.default_rng(0)
+    >>> net = MatchingNetwork(Encoder(17, hidden=(8,), emb_dim=4))
+    >>> X = rng.normal(size=(6, 17)).astype(np.float32)
+    >>> tr = FeatureTransform.fit(X, log_features=())
+    >>> sup = SupportSet.build(X, [1, 0, 0, 1, 0, 0], list("abcdef"))
+    >>> sc = Scorer(net, tr, sup, version="v1", top_k=2)
+    >>> scores, why = sc.score_batch(X[:3])
+    >>> scores.shape, len(why), len(why[0]), why[0][0][0] in "abcdef"
+    ((3,), 3, 2, True)
+    """
+
+    def __init__(
+        self,
+        model: MatchingNetwork,
+        transform: FeatureTransform,
+        support: SupportSet,
+        *,
+        version: str = "unversioned",
+        top_k: int = 3,
+        schema: FeatureSchema | None = None,
+    ) -> None:
+        if not isinstance(model, MatchingNetwork):
+            raise ArtifactError(f"the stream scorer needs a matching network, got {model.kind}")
+        if len(support) == 0:
+            raise ArtifactError("the support set is empty")
+        self.model = model.eval()
+        self.transform = transform
+        self.support = support
+        self.version = version
+        self.top_k = max(0, min(int(top_k), len(support)))
+        self.schema = schema or FeatureSchema.with_extras(
+            transform.names[len(FeatureSchema().names) :]
+        )
+        self._layers = model.encoder.numpy_layers()
+        self._fce = model.fce
+        self._log_mask, self._mean, self._std = transform.arrays()
+        self._y = support.y.astype(np.float32)
+        self._ids = support.case_ids
+        self._labels = support.y.astype(int).tolist()
+        self._embed_support()
+
+    @classmethod
+    def from_artifact(
+        cls,
+        source: Artifact | str | Path | bytes,
+        *,
+        top_k: int = 3,
+        expected_sha256: str | None = None,
+    ) -> Scorer:
+        """Scorer of an :class:`Artifact`, an artifact directory, or a safetensors blob."""
+        art = source if isinstance(source, Artifact) else load_artifact(source, expected_sha256)
+        if not isinstance(art.model, MatchingNetwork):
+            raise ArtifactError(f"the stream scorer needs a matching network, got {art.model.kind}")
+        return cls(
+            art.model,
+            art.transform,
+            art.support,
+            version=art.version,
+            top_k=top_k,
+            schema=art.schema,
+        )
+
+    def _embed_support(self) -> None:
+        """Cache ``g(x_i) / τ`` and the class-balance bias: the only per-support work."""
+        z = self.transform.transform(self.support.x)
+        tau = float(self.model.temperature.detach())
+        if self._fce:
+            with torch.no_grad():
+                g = self.model.embed_support(torch.from_numpy(z)).numpy()
+            self._g_raw = torch.from_numpy(g)
+        else:
+            g = numpy_embed(self._layers, z)
+        self._g_over_tau = np.ascontiguousarray((g / tau).T.astype(np.float32))  # [D, S]
+        if self.model.class_balance:
+            n1 = max(float(self._y.sum()), 1.0)
+            n0 = max(float(len(self._y) - self._y.sum()), 1.0)
+            self._bias: np.ndarray | None = np.where(
+                self._y > 0.5, -np.log(n1), -np.log(n0)
+            ).astype(np.float32)
+        else:
+            self._bias = None
+
+    def with_support(
+        self, x: np.ndarray, y: Sequence[int] | np.ndarray, case_ids: Sequence[Any]
+    ) -> Scorer:
+        """A new scorer with the same weights and a new support set (embedded once)."""
+        support = SupportSet.build(x, y, case_ids)
+        return Scorer(
+            self.model,
+            self.transform,
+            support,
+            version=self.version,
+            top_k=self.top_k,
+            schema=self.schema,
+        )
+
+    def _query_embeddings(self, features: np.ndarray) -> np.ndarray:
+        z = self.transform.transform(features)
+        if not self._fce:
+            return numpy_embed(self._layers, z)
+        with torch.no_grad():
+            return self.model.embed_query(torch.from_numpy(z), self._g_raw).numpy()
+
+    def _logits(self, features: np.ndarray) -> np.ndarray:
+        logits = self._query_embeddings(features) @ self._g_over_tau
+        if self._bias is not None:
+            logits += self._bias
+        return logits
+
+    def score_only(self, features: np.ndarray) -> np.ndarray:
+        """``p(fraud)`` of each row, without explanations."""
+        logits = self._logits(features)
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        return (logits @ self._y) / logits.sum(axis=1)
+
+    def score_batch(self, features: np.ndarray) -> tuple[np.ndarray, list[Explanation]]:
+        """``(scores[B], explanations)``: each explanation lists the ``top_k`` support cases
+        with the highest attention as ``(case_id, label, weight)``, heaviest first."""
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim == 1:
+            features = features[None, :]
+        if features.shape[0] == 0:
+            return np.zeros(0, dtype=np.float32), []
+        logits = self._logits(features)
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        total = logits.sum(axis=1)
+        scores = (logits @ self._y) / total
+        k = self.top_k
+        if k == 0:
+            return scores, [[] for _ in range(len(scores))]
+        top, top_w = _top_k(logits, k)
+        top_w = (top_w / total[:, None]).tolist()
+        top = top.tolist()
+        ids, labels = self._ids, self._labels
+        explanations = [
+            [(ids[j], labels[j], w) for j, w in zip(row, wrow, strict=True)]
+            for row, wrow in zip(top, top_w, strict=True)
+        ]
+        return scores, explanations
+
+
+def _top_k(weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the ``k`` largest entries of each row, largest first.
+
+    For the small ``k`` of explanations, ``k`` row-wise ``argmax`` passes are several
+    times faster than ``argpartition``; the masked entries are restored afterwards.
+
+    >>> w = np.array([[1.0, 5.0, 2.0, 9.0], [3.0, 1.0, 2.0, 0.0]], dtype=np.float32)
+    >>> idx, val = _top_k(w, 2)
+    >>> idx.tolist(), val.tolist(), w[0].tolist()
+    ([[3, 1], [0, 2]], [[9.0, 5.0], [3.0, 2.0]], [1.0, 5.0, 2.0, 9.0])
+    """
+    k = min(k, weights.shape[1])
+    rows = np.arange(weights.shape[0])
+    idx = np.empty((weights.shape[0], k), dtype=np.intp)
+    val = np.empty((weights.shape[0], k), dtype=weights.dtype)
+    for j in range(k):
+        col = weights.argmax(axis=1)
+        idx[:, j] = col
+        val[:, j] = weights[rows, col]
+        weights[rows, col] = -np.inf
+    for j in range(k):
+        weights[rows, idx[:, j]] = val[:, j]
+    return idx, val

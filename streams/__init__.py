@@ -1,0 +1,1 @@
+"""riskstream's streaming service: settings, Faust app, wire records, agents, CLI."""

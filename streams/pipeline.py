@@ -1,0 +1,396 @@
+"""The score pipeline: one micro-batch of raw ``transactions`` messages in, records out.
+
+For a batch: validate every message (bad ones → ``transactions.dlq`` with a reason),
+update per-card state and build each feature vector in arrival order, read terminal
+risk (cached; one Redis round trip for the misses), score the whole batch with one
+numpy call, emit one ``scores`` record per transaction, then one Redis pipeline writes
+terminal counts and scored vectors and claims alerts, and the new alerts go out.
+
+Whatever a message contains, :meth:`ScorePipeline.process` does not raise for it: a
+record that cannot be parsed, keyed, featurized or scored is dead-lettered. It raises
+:class:`EmitError` only when Kafka refuses the outputs; the caller then retries the same
+records later and never acknowledges them before (at-least-once). A retry is safe: a
+card does not learn the same input offset twice (``CardStates.should_learn``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+from aiokafka.errors import KafkaError
+from redis.exceptions import NoScriptError
+
+from models.features import assemble_vector, card_features, day_index, tx_features
+from streams.alert_dedupe import AlertClaims
+from streams.emitter import Emitter, Message
+from streams.metrics import METRICS, RiskstreamMetrics
+from streams.outputs import (
+    alert_reason,
+    alert_value,
+    decisions,
+    dumps,
+    explanation_dicts,
+    score_value,
+)
+from streams.records import RecordError, Transaction, dead_letter, encode, parse_transaction
+from streams.redis_conn import RedisGuard
+from streams.runtime import ScorerRuntime
+from streams.scored_store import ScoredStore, encode_entry
+from streams.settings import Settings
+from streams.tables import CardStates
+from streams.terminal_store import TerminalStore
+
+log = logging.getLogger(__name__)
+Futures = list[asyncio.Future[Any]]
+
+
+class InputRecord(Protocol):
+    """What the pipeline reads of a Kafka message (aiokafka's ``ConsumerRecord`` fits)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int | None: ...  # milliseconds
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+class RawRecord(NamedTuple):
+    """A Kafka message as the pipeline needs it (for Faust events and tests)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None
+    key: bytes | None
+    value: bytes | None
+
+
+class EmitError(Exception):
+    """Kafka did not take the outputs; the batch must be retried, not acknowledged."""
+
+
+Dead = list[tuple[InputRecord, RecordError]]
+
+
+class ScorePipeline:
+    """Scores micro-batches; shared by the batch consumer hook and the Faust agent."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        runtime: ScorerRuntime[Any],
+        cards: CardStates,
+        terminals: TerminalStore,
+        scored: ScoredStore,
+        claims: AlertClaims,
+        emitter: Emitter,
+        redis: Any,
+        guard: RedisGuard,
+        metrics: RiskstreamMetrics = METRICS,
+    ) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.cards = cards
+        self.terminals = terminals
+        self.scored = scored
+        self.claims = claims
+        self.emitter = emitter
+        self.redis = redis
+        self.guard = guard
+        self.metrics = metrics
+
+    # --- entry point -----------------------------------------------------------------
+    async def process(self, records: Sequence[InputRecord]) -> Futures:
+        """Handle ``records``; returns the outputs' delivery futures.
+
+        Raises
+        ------
+        EmitError
+            Kafka refused outputs; retry the same records later.
+        """
+        if not records:
+            return []
+        self.metrics.record_consumed(len(records))
+        try:
+            return await self._process(records)
+        except EmitError:
+            raise
+        except Exception:  # a bug, not the input: isolate the record that triggers it
+            log.exception("micro-batch of %d failed; retrying one record at a time", len(records))
+            futures: Futures = []
+            for record in records:
+                try:
+                    futures += await self._process([record])
+                except EmitError:
+                    raise
+                except Exception as exc:
+                    err = RecordError("scoring_error", f"{type(exc).__name__}: {exc}")
+                    futures += await self._dead_letter([(record, err)])
+            return futures
+
+    async def _process(self, records: Sequence[InputRecord]) -> Futures:
+        txs, inputs, dead = self._validate(records)
+        futures: Futures = []
+        if txs:
+            futures += await self._score(txs, inputs, dead)
+        if dead:
+            futures += await self._dead_letter(dead)
+        return futures
+
+    # --- steps -----------------------------------------------------------------------
+    def _validate(
+        self, records: Sequence[InputRecord]
+    ) -> tuple[list[Transaction], list[InputRecord], Dead]:
+        max_bytes, max_features = self.settings.max_message_bytes, self.settings.max_features
+        txs: list[Transaction] = []
+        inputs: list[InputRecord] = []
+        dead: Dead = []
+        for record in records:
+            try:
+                tx = parse_transaction(record.value, max_bytes=max_bytes, max_features=max_features)
+            except RecordError as err:
+                dead.append((record, err))
+                continue
+            except Exception as exc:  # the parser promises RecordError only; never trust it
+                dead.append((record, RecordError("scoring_error", f"parser: {exc!r}")))
+                continue
+            key = record.key
+            if key is None or key != tx.card_id.encode():
+                shown = "none" if key is None else repr(key[:60])
+                detail = f"Kafka key {shown} must be the card_id {tx.card_id[:60]!r}"
+                dead.append((record, RecordError("bad_key", detail)))
+                continue
+            txs.append(tx)
+            inputs.append(record)
+        return txs, inputs, dead
+
+    async def _score(
+        self, txs: list[Transaction], inputs: list[InputRecord], dead: Dead
+    ) -> Futures:
+        scorer = self.runtime.for_batch()  # the model is fixed for the whole batch
+        schema = scorer.schema
+        pairs = [(tx.terminal_id, day_index(tx.ts)) for tx in txs]
+        missing = self.terminals.missing(pairs)
+        if missing:
+            await self.guard.attempt(lambda: self.terminals.fetch(missing))
+        terminal = self.terminals.features(pairs)
+
+        X = np.empty((len(txs), schema.n_features), dtype=np.float32)
+        kept: list[int] = []
+        learnt: list[tuple[str, int]] = []
+        cards = self.cards
+        for i, tx in enumerate(txs):
+            record = inputs[i]
+            try:
+                state = cards.get(tx.card_id)
+                card = card_features(state, tx.ts, tx.amount)
+                X[len(kept)] = assemble_vector(
+                    card, terminal[pairs[i]], tx_features(tx.ts, tx.amount), tx.features, schema
+                )
+                if cards.should_learn(tx.card_id, partition=record.partition, offset=record.offset):
+                    state.learn_one(tx.ts, tx.amount)
+                    cards.learnt(tx.card_id, partition=record.partition, offset=record.offset)
+                    learnt.append(pairs[i])
+            except Exception as exc:
+                dead.append((record, RecordError("scoring_error", f"features: {exc!r}")))
+                continue
+            kept.append(i)
+        self.terminals.add_transactions(learnt)
+        X = X[: len(kept)]
+        started = time.perf_counter()
+        scores, why = self._score_rows(scorer, X)
+        scoring_s = time.perf_counter() - started
+        ok = np.isfinite(scores)
+        if not ok.all():
+            for j in np.flatnonzero(~ok).tolist():
+                err = RecordError("scoring_error", "non-finite feature or score")
+                dead.append((inputs[kept[j]], err))
+        rows = np.flatnonzero(ok).tolist()
+        if not rows:
+            return []
+        return await self._emit(scorer.version, txs, inputs, kept, rows, X, scores, why, scoring_s)
+
+    @staticmethod
+    def _score_rows(scorer: Any, X: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+        if len(X) == 0:
+            return np.zeros(0), []
+        try:
+            scores, why = scorer.score_batch(X)
+            out = np.asarray(scores, dtype=np.float64)
+            return np.where(np.isfinite(out), np.clip(out, 0.0, 1.0), np.nan), list(why)
+        except Exception:
+            log.exception("batch scoring failed; scoring rows one by one")
+        out = np.full(len(X), np.nan)
+        explanations: list[Any] = [[] for _ in range(len(X))]
+        for j in range(len(X)):
+            try:
+                s, w = scorer.score_batch(X[j : j + 1])
+                out[j] = float(np.clip(s[0], 0.0, 1.0))
+                explanations[j] = w[0]
+            except Exception:  # noqa: S112 - the row is dead-lettered by the caller
+                continue
+        return out, explanations
+
+    async def _emit(
+        self,
+        version: str,
+        txs: list[Transaction],
+        inputs: list[InputRecord],
+        kept: list[int],
+        rows: list[int],
+        X: np.ndarray,
+        scores: np.ndarray,
+        why: list[Any],
+        scoring_s: float,
+    ) -> Futures:
+        settings = self.settings
+        alert_at = settings.alert_threshold
+        scored_at = time.time()
+        decided = decisions(scores[rows], review=settings.review_threshold, alert=alert_at)
+        messages: list[Message] = []
+        alerts: list[tuple[InputRecord, Transaction, dict[str, Any]]] = []
+        entries: dict[str, bytes] = {}
+        latencies = np.full(len(rows), np.nan)
+        score_list = scores.tolist()
+        for n, j in enumerate(rows):
+            tx, record = txs[kept[j]], inputs[kept[j]]
+            stamp = record.timestamp
+            if stamp is not None and stamp > 0:
+                latencies[n] = scored_at - stamp / 1000.0
+            s = score_list[j]
+            value = score_value(
+                tx_id=tx.tx_id,
+                card_id=tx.card_id,
+                score=s,
+                decision=decided[n],
+                model_version=version,
+                scored_at=scored_at,
+                latency_ms=round(float(latencies[n]) * 1000.0, 3) if stamp else 0.0,
+                explanation=explanation_dicts(why[j]),
+            )
+            messages.append((record.partition, tx.tx_id.encode(), dumps(value)))
+            if s >= alert_at:
+                alerts.append((record, tx, value))
+            entries[tx.tx_id] = encode_entry(
+                X[j],
+                terminal_id=tx.terminal_id,
+                ts=tx.ts,
+                card_id=tx.card_id,
+                model_version=version,
+                score=s,
+            )
+        futures = await self._send(settings.topic_scores, messages)
+        self.scored.add(entries, scored_at)
+        to_alert = await self._write_state_and_claim(alerts)
+        if to_alert:
+            futures += await self._send(
+                settings.topic_alerts,
+                [
+                    (
+                        record.partition,
+                        tx.tx_id.encode(),
+                        dumps(
+                            alert_value(
+                                value,
+                                amount=tx.amount,
+                                reason=alert_reason(value["score"], alert_at, why_of(value)),
+                            )
+                        ),
+                    )
+                    for record, tx, value in to_alert
+                ],
+            )
+        counts = {d: decided.count(d) for d in ("allow", "review", "block")}
+        alert_counts: dict[str, int] = {}
+        for _, _, value in to_alert:
+            alert_counts[value["decision"]] = alert_counts.get(value["decision"], 0) + 1
+        self.metrics.record_scored_batch(
+            scores=scores[rows],
+            latencies_s=latencies,
+            scoring_seconds=scoring_s,
+            decisions=counts,
+            alerts=alert_counts,
+        )
+        return futures
+
+    async def _write_state_and_claim(
+        self, alerts: list[tuple[InputRecord, Transaction, dict[str, Any]]]
+    ) -> list[tuple[InputRecord, Transaction, dict[str, Any]]]:
+        """One Redis round trip: terminal counts, scored vectors, alert claims."""
+        ids = [tx.tx_id for _, tx, _ in alerts]
+
+        async def write() -> list[Any]:
+            for attempt in (0, 1):
+                pipe = self.redis.pipeline(transaction=False)
+                self.terminals.queue_writes(pipe)
+                self.scored.queue_writes(pipe)
+                self.claims.queue_claims(pipe, ids)
+                try:
+                    replies: list[Any] = await pipe.execute()
+                    return replies
+                except NoScriptError:  # Redis restarted or flushed: load and write again
+                    if attempt:
+                        raise
+                    await self.terminals.load_scripts()
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        replies = await self.guard.attempt(write)
+        if replies is None:
+            return alerts  # Redis down: send unclaimed; consumers deduplicate by tx_id
+        self.terminals.writes_done()
+        self.scored.writes_done()
+        previous = replies[len(replies) - len(ids) :] if ids else []
+        fresh = [a for a, prev in zip(alerts, previous, strict=True) if prev is None]
+        replayed = [
+            (tx.tx_id, record.partition, self.claims.parse_claim(prev))
+            for (record, tx, _), prev in zip(alerts, previous, strict=True)
+            if prev is not None
+        ]
+        if replayed:
+            try:
+                unpublished = await self.claims.unpublished(replayed)
+            except Exception:  # cannot tell: better a duplicate alert than a lost one
+                log.exception("could not check replayed alerts in Kafka; sending them")
+                unpublished = {tx_id for tx_id, _, _ in replayed}
+            fresh += [a for a in alerts if a[1].tx_id in unpublished]
+        return fresh
+
+    async def _dead_letter(self, dead: Dead) -> Futures:
+        messages: list[Message] = []
+        for record, err in dead:
+            letter = dead_letter(
+                record.value or b"",
+                err,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+            messages.append((None, record.key, encode(letter)))
+            self.metrics.record_dead_letter(err.reason)
+        return await self._send(self.settings.topic_dlq, messages)
+
+    async def _send(self, topic: str, messages: list[Message]) -> Futures:
+        if not messages:
+            return []
+        try:
+            return await self.emitter.send_many(topic, messages)
+        except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+            raise EmitError(f"could not send to {topic}: {exc!r}") from exc
+
+
+def why_of(value: dict[str, Any]) -> list[tuple[str, int, float]]:
+    """The explanation of a score dict back as ``(case_id, label, weight)`` tuples."""
+    return [(e["case_id"], e["label"], e["weight"]) for e in value["explanation"]]

@@ -1,0 +1,205 @@
+"""Runs micro-batches through the score pipeline and decides when their offsets are done.
+
+An input offset is acknowledged to Faust (and so becomes committable) only when
+
+1. its micro-batch was processed (scored or dead-lettered),
+2. every output of that batch was *delivered* (its producer future succeeded), and
+3. the card state it changed was flushed to the table's changelog, and delivered.
+
+So a committed offset never has a lost output or unsaved state behind it, while the
+changelog is written once per ``state_flush_interval_s``, not per transaction. A batch
+whose outputs fail is processed again (safe: cards do not re-learn an offset); a failing
+changelog write crashes the worker, which then resumes from the last commit.
+
+Both consume modes use this: the batch consumer hook (:meth:`BatchRunner.handle`) and
+the Faust agent's ``take_events`` loop (:meth:`BatchRunner.run_and_settle`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.pipeline import EmitError, Futures, InputRecord, ScorePipeline
+from streams.tables import CardStates
+
+log = logging.getLogger(__name__)
+
+Ack = Callable[[Sequence[InputRecord]], None]
+MAX_RETRY_SLEEP_S = 10.0
+
+
+@dataclass
+class _Pending:
+    records: Sequence[InputRecord]
+    futures: Futures
+    flushed: bool = False
+    state_futures: Futures = field(default_factory=list)
+
+
+class BatchRunner:
+    """Processes batches, flushes card state, acknowledges settled offsets.
+
+    Parameters
+    ----------
+    pipeline
+        The score pipeline.
+    cards
+        Its card-state working copy (flushed here).
+    ack
+        Marks records as done with Faust (makes their offsets committable).
+    max_batch
+        Records per pipeline call.
+    flush_interval_s
+        Card-state changelog flush interval.
+    stopping
+        Returns True when the worker is shutting down (stop retrying then).
+    crash
+        Called with the error when the worker cannot continue safely.
+    """
+
+    def __init__(
+        self,
+        pipeline: ScorePipeline,
+        cards: CardStates,
+        *,
+        ack: Ack,
+        max_batch: int,
+        flush_interval_s: float,
+        stopping: Callable[[], bool] = lambda: False,
+        crash: Callable[[BaseException], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.cards = cards
+        self._ack = ack
+        self.max_batch = max_batch
+        self.flush_interval_s = flush_interval_s
+        self._stopping = stopping
+        self._crash = crash
+        self._lock = asyncio.Lock()
+        self._pending: deque[_Pending] = deque()
+        self.batches = 0
+        self.acked = 0
+
+    @property
+    def unsettled(self) -> int:
+        """Records processed but not yet acknowledged."""
+        return sum(len(p.records) for p in self._pending)
+
+    # --- batch mode ------------------------------------------------------------------
+    async def handle(self, records: Sequence[InputRecord]) -> None:
+        """Process ``records`` in micro-batches of ``max_batch``; ack what has settled."""
+        async with self._lock:
+            for start in range(0, len(records), self.max_batch):
+                chunk = records[start : start + self.max_batch]
+                futures = await self._run(chunk)
+                if futures is None:  # stopping: leave the rest for the next owner
+                    return
+                self._pending.append(_Pending(chunk, futures))
+                self.batches += 1
+            if self.cards.due(self.flush_interval_s):
+                await self._flush_state()
+            await self._ack_settled()
+
+    async def tick(self) -> None:
+        """Timer: flush and ack when the stream is idle (a busy stream does it itself)."""
+        if self._lock.locked():
+            return
+        async with self._lock:
+            if self.cards.due(self.flush_interval_s) or (
+                self._pending and not self._pending[-1].flushed
+            ):
+                await self._flush_state()
+            await self._ack_settled()
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Settle everything now (before a commit on revoke/stop); forget the working copy."""
+        async with self._lock:
+            await self._flush_state()
+            futures = [f for p in self._pending for f in (*p.futures, *p.state_futures)]
+            if futures:
+                await asyncio.wait(futures, timeout=timeout_s)
+            await self._ack_settled()
+            if self._pending:
+                log.warning("%d records left unacknowledged at drain", self.unsettled)
+                self._pending.clear()
+            self.cards.forget()
+
+    # --- stream mode -----------------------------------------------------------------
+    async def run_and_settle(self, records: Sequence[InputRecord]) -> None:
+        """Process, flush, and wait for delivery before returning (Faust acks after)."""
+        async with self._lock:
+            futures = await self._run(records)
+            if futures is None:
+                return
+            self._pending.append(_Pending(records, futures))
+            await self._flush_state()
+            while self._pending:
+                waiting = [f for p in self._pending for f in (*p.futures, *p.state_futures)]
+                if waiting:
+                    await asyncio.wait(waiting)
+                await self._ack_settled()
+
+    # --- internals -------------------------------------------------------------------
+    async def _run(self, records: Sequence[InputRecord]) -> Futures | None:
+        for attempt in itertools.count():
+            try:
+                return await self.pipeline.process(records)
+            except EmitError as exc:
+                if self._stopping():
+                    return None
+                delay = min(0.5 * 2**attempt, MAX_RETRY_SLEEP_S)
+                log.warning("outputs not accepted (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _flush_state(self) -> None:
+        try:
+            n = await self.cards.flush()
+        except Exception as exc:  # Kafka refused the changelog: state could be lost
+            await self._fail(exc)
+            return
+        futures: Futures = list(self.cards.last_futures) if n else []
+        for pending in self._pending:
+            if not pending.flushed:
+                pending.flushed = True
+                pending.state_futures = futures
+
+    async def _ack_settled(self) -> None:
+        while self._pending:
+            head = self._pending[0]
+            if not head.flushed:
+                return
+            if not all(f.done() for f in head.futures) or not all(
+                f.done() for f in head.state_futures
+            ):
+                return
+            if any(_failed(f) for f in head.state_futures):
+                await self._fail(RuntimeError("card-state changelog was not delivered"))
+                return
+            if any(_failed(f) for f in head.futures):
+                log.warning("outputs of %d records not delivered; reprocessing", len(head.records))
+                futures = await self._run(head.records)
+                if futures is None:
+                    return
+                head.futures = futures
+                continue
+            self._ack(head.records)
+            self.acked += len(head.records)
+            self._pending.popleft()
+
+    async def _fail(self, exc: BaseException) -> None:
+        log.error("cannot continue safely: %s", exc)
+        if self._crash is not None:
+            await self._crash(exc)
+        else:
+            raise exc
+
+
+def _failed(future: asyncio.Future[Any]) -> bool:
+    return future.cancelled() or future.exception() is not None

@@ -1,0 +1,164 @@
+"""What each transaction was scored with, kept in Redis for the labels agent.
+
+When a label arrives (often days later) the labels agent needs the transaction's feature
+vector (a new labelled case), its terminal and time (the terminal's fraud count). The
+score agent stores them per transaction for ``feature_ttl_s``.
+
+One ``SET … EX`` per transaction costs ~20 µs of client time in redis-py, more than the
+whole per-transaction budget, so entries go into time-bucketed hashes instead: one
+``HSET`` per micro-batch with every transaction of the batch (~2 µs per entry), and the
+bucket expires ``ttl`` after it closes. A lookup probes the ~9 live buckets, newest first,
+in one pipelined round trip. Entries live between ``ttl`` and ``ttl + bucket`` seconds.
+
+Examples
+--------
+>>> store = ScoredStore(None, prefix="rs:", ttl_s=8 * 86_400)
+>>> store.bucket_s, store.key_at(86_400.0 * 3)
+(86400, 'rs:scored:86400:3')
+>>> len(store.live_keys(now=86_400.0 * 30))
+10
+>>> entry = encode_entry([1.0, 0.5], terminal_id="m1", ts=1.5e9, card_id="c1",
+...                      model_version="v1", score=0.25)
+>>> decode_entry(entry)["x"], decode_entry(entry)["terminal_id"]
+([1.0, 0.5], 'm1')
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+log = logging.getLogger(__name__)
+
+MAX_BUFFERED = 200_000  # entries kept for a later write while Redis is down
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+def encode_entry(
+    x: Sequence[float] | np.ndarray,
+    *,
+    terminal_id: str,
+    ts: float,
+    card_id: str,
+    model_version: str,
+    score: float,
+) -> bytes:
+    """One stored entry: the raw feature vector and what the labels agent needs with it."""
+    return orjson.dumps(
+        {
+            "x": x,
+            "terminal_id": terminal_id,
+            "ts": ts,
+            "card_id": card_id,
+            "model_version": model_version,
+            "score": score,
+        },
+        option=_NUMPY,
+    )
+
+
+def decode_entry(raw: bytes) -> dict[str, Any]:
+    """Inverse of :func:`encode_entry` (``x`` comes back as a list of floats)."""
+    entry: dict[str, Any] = orjson.loads(raw)
+    return entry
+
+
+class ScoredStore:
+    """Scored feature vectors by ``tx_id`` in time-bucketed Redis hashes.
+
+    Parameters
+    ----------
+    redis
+        asyncio Redis client (``None`` in unit tests that only queue writes).
+    prefix
+        Key namespace (``"{app_id}:"``).
+    ttl_s
+        How long an entry is kept at least (``RISKSTREAM_FEATURE_TTL_S``).
+    """
+
+    def __init__(self, redis: Any, *, prefix: str, ttl_s: int) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.ttl_s = int(ttl_s)
+        self.bucket_s = int(min(86_400, max(60, self.ttl_s // 8)))
+        self._pending: deque[tuple[float, dict[str, bytes]]] = deque()
+        self._pending_n = 0
+        self.dropped = 0
+
+    def key_at(self, now: float) -> str:
+        """The bucket key entries written at ``now`` go to."""
+        return f"{self.prefix}scored:{self.bucket_s}:{math.floor(now / self.bucket_s)}"
+
+    def live_keys(self, now: float | None = None) -> list[str]:
+        """Every bucket that may still hold entries, newest first."""
+        now = time.time() if now is None else now
+        newest = math.floor(now / self.bucket_s)
+        oldest = math.floor((now - self.ttl_s) / self.bucket_s) - 1
+        return [f"{self.prefix}scored:{self.bucket_s}:{b}" for b in range(newest, oldest - 1, -1)]
+
+    # --- writes (score agent) ------------------------------------------------------------
+    def add(self, entries: dict[str, bytes], now: float | None = None) -> None:
+        """Buffer ``{tx_id: encode_entry(...)}`` of one batch for the next write pipeline."""
+        if not entries:
+            return
+        self._pending.append((time.time() if now is None else now, entries))
+        self._pending_n += len(entries)
+        while self._pending_n > MAX_BUFFERED and len(self._pending) > 1:
+            _, gone = self._pending.popleft()
+            self._pending_n -= len(gone)
+            self.dropped += len(gone)
+            log.warning("Redis unavailable too long: %d scored vectors not stored", len(gone))
+
+    @property
+    def pending(self) -> int:
+        """Entries buffered and not yet written."""
+        return self._pending_n
+
+    def queue_writes(self, pipe: Any) -> int:
+        """Add the buffered entries to ``pipe`` (one HSET per bucket); commands added."""
+        by_key: dict[str, dict[str, bytes]] = {}
+        for stamp, entries in self._pending:
+            key = self.key_at(stamp)
+            bucket = by_key.get(key)
+            if bucket is None:
+                by_key[key] = dict(entries)
+            else:
+                bucket.update(entries)
+        for key, mapping in by_key.items():
+            bucket_no = int(key.rsplit(":", 1)[1])
+            pipe.hset(key, mapping=mapping)
+            pipe.expireat(key, (bucket_no + 1) * self.bucket_s + self.ttl_s)
+        return 2 * len(by_key)
+
+    def writes_done(self) -> None:
+        """The pipeline holding :meth:`queue_writes` succeeded."""
+        self._pending.clear()
+        self._pending_n = 0
+
+    # --- reads (labels agent) ------------------------------------------------------------
+    async def get_many(self, tx_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored entries of ``tx_ids`` (absent ids are left out); one round trip."""
+        if not tx_ids:
+            return {}
+        keys = self.live_keys()
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, list(tx_ids))
+        replies = await pipe.execute()
+        out: dict[str, dict[str, Any]] = {}
+        for reply in replies:  # newest bucket first: the first hit is the latest score
+            for tx_id, raw in zip(tx_ids, reply, strict=True):
+                if raw is not None and tx_id not in out:
+                    out[tx_id] = decode_entry(raw)
+        return out
+
+    async def get(self, tx_id: str) -> dict[str, Any] | None:
+        """The stored entry of one transaction, or ``None``."""
+        return (await self.get_many([tx_id])).get(tx_id)

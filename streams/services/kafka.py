@@ -1,0 +1,332 @@
+"""Apache Kafka 4 (KRaft, one node acting as broker and controller), run with ``java -cp``.
+
+:class:`KafkaBroker` writes ``server.properties`` from the template
+``ops/kafka/server.properties``, formats the storage on first start, launches
+``kafka.Kafka``, waits until a metadata request succeeds and stops the JVM with SIGTERM
+(SIGKILL after a timeout). The jars come from :func:`fetch_kafka_jars`.
+
+``python -m streams.services.kafka fetch`` fills the jar cache (``make bootstrap`` runs it).
+
+Examples
+--------
+>>> broker = KafkaBroker(Path("/tmp/riskstream-doc-broker"), port=19092)
+>>> broker.bootstrap_servers, broker.running
+('127.0.0.1:19092', False)
+
+In a test or script (the JVM dies with the Python process even on ``kill -9``)::
+
+    with KafkaBroker(tmp_path / "kafka") as broker:
+        create_topic(broker.bootstrap_servers, "transactions", partitions=4)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from string import Template
+from types import TracebackType
+from xml.sax.saxutils import escape
+
+from streams.errors import RiskstreamError
+from streams.services.kafka_jars import (
+    OPS_DIR,
+    cds_archive,
+    class_path,
+    copy_formatted,
+    fetch_kafka_jars,
+    formatted_storage,
+    java_executable,
+    kafka_home,
+    kafka_version,
+)
+from streams.services.process import (
+    ServiceStartError,
+    free_port,
+    port_is_free,
+    port_open,
+    spawn,
+    stop_process,
+    tail_file,
+)
+from streams.settings import Settings, get_settings
+
+__all__ = ["KafkaBroker", "fetch_kafka_jars", "kafka_version", "main"]
+
+SERVER_TEMPLATE = OPS_DIR / "server.properties"
+_PORT_RETRIES = 3
+
+
+class KafkaBroker:
+    """One Apache Kafka node on ``host`` with its data, config and logs in ``data_dir``.
+
+    Parameters
+    ----------
+    data_dir
+        Holds ``server.properties``, ``server.log`` (the broker log), ``kafka.out`` (JVM
+        output) and ``data/`` (the KRaft log folder). Reusing a folder keeps the topics.
+    port, controller_port
+        Listener ports; 0 picks free ones at the first start and keeps them for restarts.
+    owned
+        True (tests, demo): the JVM dies with this Python process. False (``riskstream
+        up``): the JVM is detached and outlives it.
+    settings
+        Source of the cache folder, heap size, default partitions and start timeout.
+    full_jit
+        Enable the optimizing C2 compiler: best for long-lived brokers. Off, the JVM starts
+        faster and uses less CPU, which suits tests on a small machine.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 0,
+        *,
+        controller_port: int = 0,
+        host: str = "127.0.0.1",
+        owned: bool = True,
+        settings: Settings | None = None,
+        full_jit: bool = False,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.host = host
+        self.port = port
+        self.controller_port = controller_port
+        self.owned = owned
+        self.full_jit = full_jit
+        self._settings = settings or get_settings()
+        self._auto_ports = port == 0 or controller_port == 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._archive_tmp: Path | None = None
+        self.start_seconds: float | None = None
+
+    # --- addresses and state ------------------------------------------------------------
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port`` of the PLAINTEXT listener (valid once started, or if port was given)."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the JVM while this object runs it."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the JVM this object started is still alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        """The broker's log file."""
+        return self.data_dir / "server.log"
+
+    @property
+    def output_path(self) -> Path:
+        """The JVM's stdout/stderr (startup failures that happen before logging)."""
+        return self.data_dir / "kafka.out"
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self, timeout: float | None = None) -> KafkaBroker:
+        """Start the broker and wait until it answers a metadata request; returns self.
+
+        Raises
+        ------
+        RiskstreamError
+            Java or Maven missing, jars unavailable, or (as ``ServiceStartError``, with
+            ``log_tail``) the broker exited or was not ready within ``timeout`` seconds.
+        """
+        if self.running:
+            return self
+        timeout = timeout if timeout is not None else self._settings.kafka_start_timeout_s
+        java = java_executable()
+        libs = fetch_kafka_jars(self._settings)
+        home = kafka_home(self._settings)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log_dir = self.data_dir / "data"
+        if not (log_dir / "meta.properties").is_file():
+            copy_formatted(formatted_storage(home, java, libs), log_dir)
+        (self.data_dir / "log4j2.xml").write_text(_log4j_config(self.log_path))
+        for attempt in range(_PORT_RETRIES):
+            self._choose_ports()
+            self._write_properties(log_dir)
+            started = time.monotonic()
+            self._proc = spawn(
+                self._argv(java, libs, home),
+                log_path=self.output_path,
+                cwd=self.data_dir,
+                owned=self.owned,
+            )
+            try:
+                self._wait_ready(started + timeout, timeout)
+            except ServiceStartError as exc:
+                self._kill()
+                taken = "Address already in use" in exc.log_tail
+                if taken and self._auto_ports and attempt + 1 < _PORT_RETRIES:
+                    self.port = self.controller_port = 0  # another process won the race
+                    continue
+                raise
+            self.start_seconds = time.monotonic() - started
+            return self
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the JVM and wait for a clean shutdown; SIGKILL after ``timeout`` seconds."""
+        if self._proc is None:
+            return
+        graceful = stop_process(self._proc.pid, timeout=timeout, popen=self._proc)
+        self._proc = None
+        self._keep_class_archive(graceful)
+
+    def __enter__(self) -> KafkaBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"running pid={self.pid}" if self.running else "stopped"
+        return f"<KafkaBroker {self.bootstrap_servers} {state} data_dir={self.data_dir}>"
+
+    # --- internals ----------------------------------------------------------------------
+    def _choose_ports(self) -> None:
+        # Keep the previous ports across restarts so clients' bootstrap address stays valid.
+        if self.port == 0 or (self._auto_ports and not port_is_free(self.port, self.host)):
+            self.port = free_port(self.host)
+        if self.controller_port == 0 or (
+            self._auto_ports and not port_is_free(self.controller_port, self.host)
+        ):
+            self.controller_port = free_port(self.host)
+            while self.controller_port == self.port:
+                self.controller_port = free_port(self.host)
+
+    def _write_properties(self, log_dir: Path) -> None:
+        try:
+            template = Template(SERVER_TEMPLATE.read_text())
+        except OSError as exc:
+            raise RiskstreamError(f"cannot read the broker template {SERVER_TEMPLATE}") from exc
+        text = template.substitute(
+            host=self.host,
+            port=self.port,
+            controller_port=self.controller_port,
+            log_dirs=log_dir,
+            partitions=self._settings.topic_partitions,
+        )
+        (self.data_dir / "server.properties").write_text(text)
+
+    def _argv(self, java: str, libs: Path, home: Path) -> list[str]:
+        argv = [java, "-Xms64m", f"-Xmx{self._settings.kafka_heap_mb}m"]
+        argv += ["-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError"]
+        argv += ["-Djava.awt.headless=true"]
+        argv += [f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.xml'}"]
+        if not self.full_jit:
+            argv.append("-XX:TieredStopAtLevel=1")
+        # Class-data sharing: loading Kafka's classes from a memory-mapped archive roughly
+        # halves JVM start. An owned broker records the archive when it first stops cleanly.
+        archive = cds_archive(home, java)
+        self._archive_tmp = None
+        if archive.is_file():
+            argv.append(f"-XX:SharedArchiveFile={archive}")
+        elif self.owned:
+            self._archive_tmp = archive.with_name(f"{archive.name}.{os.getpid()}-{id(self)}")
+            argv.append(f"-XX:ArchiveClassesAtExit={self._archive_tmp}")
+        argv += ["-cp", class_path(libs), "kafka.Kafka", str(self.data_dir / "server.properties")]
+        return argv
+
+    def _keep_class_archive(self, graceful: bool) -> None:
+        tmp, self._archive_tmp = self._archive_tmp, None
+        if tmp is None or not tmp.exists():
+            return
+        final = tmp.with_name(tmp.name.split(".jsa.", 1)[0] + ".jsa")
+        if graceful and tmp.stat().st_size > 0 and not final.exists():
+            os.replace(tmp, final)
+        else:
+            tmp.unlink(missing_ok=True)
+
+    def _wait_ready(self, deadline: float, timeout: float) -> None:
+        assert self._proc is not None  # noqa: S101 - called right after spawn
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise ServiceStartError(
+                    f"Kafka broker exited with code {code} while starting: see {self.log_path}",
+                    self._log_tail(),
+                )
+            if port_open(self.host, self.port, 0.25) and self._answers_metadata():
+                return
+            if time.monotonic() >= deadline:
+                raise ServiceStartError(
+                    f"Kafka broker did not become ready in {timeout:g} s: see {self.log_path}",
+                    self._log_tail(),
+                )
+            time.sleep(0.1)
+
+    def _answers_metadata(self) -> bool:
+        from streams.services.topics import admin_client
+
+        try:
+            with admin_client(self.bootstrap_servers, timeout_s=2.0) as admin:
+                admin.list_topics()
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            return False
+        return True
+
+    def _log_tail(self) -> str:
+        parts = [tail_file(self.output_path, 10), tail_file(self.log_path, 20)]
+        return "\n".join(p for p in parts if p)
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            stop_process(self._proc.pid, timeout=5.0, popen=self._proc)
+            self._proc = None
+        self._keep_class_archive(graceful=False)
+
+
+def _log4j_config(log_file: Path) -> str:
+    """log4j2 configuration: INFO to a size-capped rolling ``server.log``."""
+    path = escape(str(log_file), {'"': "&quot;"})
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="WARN">
+  <Appenders>
+    <RollingFile name="server" fileName="{path}" filePattern="{path}.%i">
+      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
+      <Policies><SizeBasedTriggeringPolicy size="10 MB"/></Policies>
+      <DefaultRolloverStrategy max="3"/>
+    </RollingFile>
+  </Appenders>
+  <Loggers>
+    <Logger name="kafka.request.logger" level="WARN"/>
+    <Logger name="state.change.logger" level="WARN"/>
+    <Root level="INFO"><AppenderRef ref="server"/></Root>
+  </Loggers>
+</Configuration>
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m streams.services.kafka fetch``: fill the jar cache and say where it is."""
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["fetch"]:
+        print("usage: python -m streams.services.kafka fetch", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    try:
+        libs = fetch_kafka_jars()
+    except RiskstreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    jars = len(list(libs.glob("*.jar")))
+    took = time.monotonic() - started
+    print(f"Kafka {kafka_version()} jars: {libs} ({jars} jars, {took:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Per-card state: a Faust table with a Kafka changelog, and the score agent's working copy.
+
+The table (``card-state``, partitioned like ``transactions``) is what survives restarts
+and rebalances: Faust recovers it from its changelog topic for the partitions a worker
+is assigned. A table write per transaction would add a changelog message per
+transaction (ANCHORS.md: halves throughput), so the score agent works on
+:class:`CardStates`, an in-memory working copy that writes each *changed* card to the
+table and its changelog once per flush interval, and always before offsets are committed
+(see ``streams.consumer``), so committed input never has unflushed state behind it.
+
+Table values are ``CardState.to_dict()`` plus the partition/offset of the last
+transaction applied (``p``, ``o``): a transaction replayed after a crash is scored but
+not learnt twice.
+
+Examples
+--------
+>>> cards = CardStates(table_data={}, changelog_topic="cl", send=None)
+>>> state = cards.get("c1")
+>>> len(state), cards.should_learn("c1", partition=0, offset=5)
+(0, True)
+>>> state.learn_one(100.0, 9.5); cards.learnt("c1", partition=0, offset=5)
+>>> cards.should_learn("c1", partition=0, offset=5), cards.dirty
+(False, 1)
+>>> cards.changelog_messages()
+[(0, b'"c1"', b'{"ts":[100.0],"amounts":[9.5],"p":0,"o":5}')]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import faust
+import orjson
+
+from models.features import CardState
+from streams.settings import Settings
+
+CARD_TABLE_NAME = "card-state"
+
+SendMany = Callable[[str, list[tuple[int | None, bytes | None, bytes]]], Awaitable[Any]]
+
+
+def define_card_table(app: faust.App, settings: Settings) -> faust.Table:
+    """The per-card state table (JSON keys and values, in memory, changelog in Kafka)."""
+    return app.Table(
+        CARD_TABLE_NAME,
+        default=None,
+        partitions=settings.topic_partitions,
+        # no key/value types: JSON in, plain str keys and dict values out
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        help="Per-card transaction history (last 30 days) for the card features.",
+    )
+
+
+class _Entry:
+    """A card's live state and the table value that shares its lists."""
+
+    __slots__ = ("state", "value")
+
+    def __init__(self, state: CardState, value: dict[str, Any]) -> None:
+        self.state = state
+        self.value = value
+
+
+class CardStates:
+    """Working copy of card states over the table's data, flushed to the changelog.
+
+    Parameters
+    ----------
+    table_data
+        The table's store (``table.data``); entries read from it are adopted, and
+        written back on flush.
+    changelog_topic
+        Name of the table's changelog topic.
+    send
+        ``send(topic, [(partition, key, value), ...])`` coroutine (the emitter).
+    """
+
+    def __init__(
+        self, table_data: MutableMapping[Any, Any], changelog_topic: str, send: SendMany | None
+    ) -> None:
+        self._data = table_data
+        self._topic = changelog_topic
+        self._send = send
+        self._live: dict[str, _Entry] = {}
+        self._dirty: dict[str, int] = {}  # card -> partition of its latest transaction
+        self.flushed_at = time.monotonic()
+        self.flushes = 0
+        self.last_futures: list[Any] = []  # delivery futures of the last flush
+
+    def get(self, card_id: str) -> CardState:
+        """The card's state (empty for a new card)."""
+        entry = self._live.get(card_id)
+        if entry is None:
+            entry = self._adopt(card_id)
+        return entry.state
+
+    def _adopt(self, card_id: str) -> _Entry:
+        stored = self._data.get(card_id)
+        state = CardState.from_dict(stored) if isinstance(stored, dict) else CardState()
+        value: dict[str, Any] = {"ts": state.ts, "amounts": state.amounts}
+        if isinstance(stored, dict):
+            value["p"] = stored.get("p")
+            value["o"] = stored.get("o")
+        entry = self._live[card_id] = _Entry(state, value)
+        return entry
+
+    def should_learn(self, card_id: str, *, partition: int, offset: int) -> bool:
+        """False when this input offset was already applied to the card (a replay)."""
+        entry = self._live.get(card_id) or self._adopt(card_id)
+        value = entry.value
+        last = value.get("o")
+        return last is None or value.get("p") != partition or offset > last
+
+    def learnt(self, card_id: str, *, partition: int, offset: int) -> None:
+        """Record that the transaction at ``partition``/``offset`` was applied."""
+        value = self._live[card_id].value
+        value["p"] = partition
+        value["o"] = offset
+        self._dirty[card_id] = partition
+
+    @property
+    def dirty(self) -> int:
+        """Cards changed since the last flush."""
+        return len(self._dirty)
+
+    def due(self, interval_s: float, now: float | None = None) -> bool:
+        """Whether a flush is due (something dirty and ``interval_s`` elapsed)."""
+        now = time.monotonic() if now is None else now
+        return bool(self._dirty) and now - self.flushed_at >= interval_s
+
+    def changelog_messages(self) -> list[tuple[int | None, bytes | None, bytes]]:
+        """``(partition, key, value)`` of every dirty card, serialized like the table."""
+        out: list[tuple[int | None, bytes | None, bytes]] = []
+        live = self._live
+        dumps = orjson.dumps
+        for card_id, partition in self._dirty.items():
+            out.append((partition, dumps(card_id), dumps(live[card_id].value)))
+        return out
+
+    async def flush(self) -> int:
+        """Write every dirty card to the table and its changelog; returns how many."""
+        self.flushed_at = time.monotonic()
+        if not self._dirty:
+            return 0
+        messages = self.changelog_messages()
+        self.last_futures = []
+        if self._send is not None:
+            self.last_futures = list(await self._send(self._topic, messages) or ())
+        live, data = self._live, self._data
+        for card_id in self._dirty:
+            data[card_id] = live[card_id].value
+        n = len(self._dirty)
+        self._dirty.clear()
+        self.flushes += 1
+        return n
+
+    def forget(self) -> None:
+        """Drop the working copy (after a flush, when partitions are revoked)."""
+        self._live.clear()
+        self._dirty.clear()
+
+    def __len__(self) -> int:
+        return len(self._live)

@@ -1,0 +1,255 @@
+"""Per-terminal, per-day transaction and known-fraud counts in Redis, cached per worker.
+
+The stream is partitioned by card, so a terminal's transactions arrive at every worker:
+its counts live in Redis, one hash per terminal (``{prefix}term:{terminal_id}``, fields
+``t{day}`` = transactions and ``f{day}`` = known frauds on UTC day ``day``). The score
+agent adds transaction counts; the labels agent adds fraud counts.
+
+Terminal features only read days at least 8 days old (the 7-day label delay), so a
+worker caches each terminal's counts for ``cache_ttl_s`` and computes the features of a
+``(terminal, day)`` once per cache lifetime. A micro-batch costs at most one pipelined
+round trip for the terminals it misses; writes join the batch's single write pipeline
+(:meth:`TerminalStore.queue_writes`).
+
+Examples
+--------
+>>> parse_counts({b"t17000": b"4", b"f17000": b"1", b"t16990": b"2"})
+({17000: 4, 16990: 2}, {17000: 1})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from models.features import LABEL_DELAY_DAYS, terminal_features
+
+Counts = tuple[dict[int, int], dict[int, int]]
+TerminalDay = tuple[str, int]
+
+#: Days of counts kept per terminal: the longest window ends 8 days back and spans 30.
+RETENTION_DAYS = LABEL_DELAY_DAYS + 1 + 30 + 2
+
+
+# KEYS: terminal hashes; ARGV[1]: TTL; then per key: field, increment.
+_INCREMENTS = """
+local ttl = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  redis.call('HINCRBY', key, ARGV[2 * i], ARGV[2 * i + 1])
+  redis.call('EXPIRE', key, ttl)
+end
+return #KEYS
+"""
+
+# KEYS: label key, terminal hash; ARGV: label, label TTL, fraud field, hash TTL.
+_APPLY_LABEL = """
+local previous = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local delta = tonumber(ARGV[1]) - previous
+if delta ~= 0 then
+  redis.call('HINCRBY', KEYS[2], ARGV[3], delta)
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+return delta
+"""
+
+_SHAS = {script: hashlib.sha1(script.encode()).hexdigest() for script in (_INCREMENTS, _APPLY_LABEL)}  # noqa: S324 - Redis names scripts by SHA-1
+
+
+def parse_counts(raw: Mapping[bytes, bytes]) -> Counts:
+    """``HGETALL`` of one terminal hash → ``(tx_by_day, fraud_by_day)``; junk fields skipped."""
+    tx: dict[int, int] = {}
+    fraud: dict[int, int] = {}
+    for field, value in raw.items():
+        try:
+            day = int(field[1:])
+            n = int(value)
+        except ValueError:
+            continue
+        kind = field[:1]
+        if kind == b"t":
+            tx[day] = n
+        elif kind == b"f":
+            fraud[day] = n
+    return tx, fraud
+
+
+class TerminalStore:
+    """Terminal counts: Redis is the truth; this object caches, batches and buffers.
+
+    Parameters
+    ----------
+    redis
+        An asyncio Redis client (``redis.asyncio.Redis``); ``None`` only in unit tests
+        that never touch Redis.
+    prefix
+        Key namespace, normally ``"{app_id}:"`` so groups sharing a Redis do not mix.
+    cache_ttl_s
+        How long fetched counts are trusted; 0 refetches on every micro-batch.
+    """
+
+    def __init__(self, redis: Any, *, prefix: str, cache_ttl_s: float = 30.0) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.cache_ttl_s = cache_ttl_s
+        self._counts: dict[str, tuple[float, Counts]] = {}
+        self._features: dict[TerminalDay, tuple[float, tuple[float, ...]]] = {}
+        self._pending_tx: defaultdict[TerminalDay, int] = defaultdict(int)
+        self._stale: dict[str, list[str]] = {}
+        self._swept_at = time.monotonic()
+        self.fetches = 0
+
+    def key(self, terminal_id: str) -> str:
+        """Redis key of a terminal's hash."""
+        return f"{self.prefix}term:{terminal_id}"
+
+    # --- reads -------------------------------------------------------------------------
+    def missing(self, pairs: Iterable[TerminalDay], now: float | None = None) -> list[str]:
+        """Terminals of ``pairs`` whose counts must be fetched before features can be made."""
+        now = time.monotonic() if now is None else now
+        ttl = self.cache_ttl_s
+        out: set[str] = set()
+        for pair in pairs:
+            hit = self._features.get(pair)
+            if hit is not None and now - hit[0] < ttl:
+                continue
+            counts = self._counts.get(pair[0])
+            if counts is None or now - counts[0] >= ttl:
+                out.add(pair[0])
+        return sorted(out)
+
+    async def fetch(self, terminals: list[str]) -> None:
+        """Load ``terminals``' counts from Redis in one pipelined round trip."""
+        if not terminals:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for terminal in terminals:
+            pipe.hgetall(self.key(terminal))
+        replies = await pipe.execute()
+        self.fetches += 1
+        self.load(dict(zip(terminals, replies, strict=True)))
+
+    def load(self, replies: Mapping[str, Mapping[bytes, bytes]], now: float | None = None) -> None:
+        """Cache raw ``HGETALL`` replies per terminal (drops their cached features)."""
+        now = time.monotonic() if now is None else now
+        for terminal, raw in replies.items():
+            tx, fraud = parse_counts(raw)
+            self._counts[terminal] = (now, (tx, fraud))
+            if tx:  # days no window can read any more are deleted with the next writes
+                oldest = max(tx) - RETENTION_DAYS
+                stale = [f"{k}{d}" for k, m in (("t", tx), ("f", fraud)) for d in m if d < oldest]
+                if stale:
+                    self._stale[terminal] = stale
+        self._maybe_sweep(now)
+
+    def features(
+        self, pairs: Iterable[TerminalDay], now: float | None = None
+    ) -> dict[TerminalDay, tuple[float, ...]]:
+        """Terminal features of each ``(terminal, day)``; unknown counts count as zero.
+
+        Call :meth:`missing` / :meth:`fetch` first; a terminal still missing (Redis
+        down) uses stale counts if any, else none, so scoring always proceeds.
+        """
+        now = time.monotonic() if now is None else now
+        ttl = self.cache_ttl_s
+        out: dict[TerminalDay, tuple[float, ...]] = {}
+        for pair in pairs:
+            if pair in out:
+                continue
+            hit = self._features.get(pair)
+            counts_entry = self._counts.get(pair[0])
+            if hit is not None and now - hit[0] < ttl and (
+                counts_entry is None or counts_entry[0] <= hit[0]
+            ):
+                out[pair] = hit[1]
+                continue
+            tx, fraud = counts_entry[1] if counts_entry is not None else ({}, {})
+            feats = terminal_features(tx, fraud, pair[1])
+            stamp = counts_entry[0] if counts_entry is not None else now
+            self._features[pair] = (stamp, feats)
+            out[pair] = feats
+        return out
+
+    async def counts(self, terminal_id: str) -> Counts:
+        """Current counts of one terminal, straight from Redis (tests, tools)."""
+        return parse_counts(await self.redis.hgetall(self.key(terminal_id)))
+
+    # --- writes ------------------------------------------------------------------------
+    def add_transactions(self, pairs: Iterable[TerminalDay]) -> None:
+        """Count one transaction per ``(terminal, day)`` (buffered until queued)."""
+        pending = self._pending_tx
+        for pair in pairs:
+            pending[pair] += 1
+
+    @property
+    def pending_writes(self) -> int:
+        """Buffered ``(terminal, day)`` increments not yet written."""
+        return len(self._pending_tx)
+
+    def queue_writes(self, pipe: Any) -> int:
+        """Add the buffered increments to ``pipe``; returns how many commands were added.
+
+        All increments of a batch are one ``EVALSHA`` (redis-py spends ~12 µs of Python per
+        pipelined command; the server-side loop costs ~1 µs per increment). The buffer is
+        kept until :meth:`writes_done`, so a failed pipeline loses nothing.
+        """
+        n = 0
+        if self._pending_tx:
+            keys: list[str] = []
+            args: list[Any] = [RETENTION_DAYS * 86_400]
+            for (terminal, day), inc in self._pending_tx.items():
+                keys.append(self.key(terminal))
+                args.append(f"t{day}")
+                args.append(inc)
+            pipe.evalsha(self._sha(_INCREMENTS), len(keys), *keys, *args)
+            n += 1
+        for terminal, fields in self._stale.items():
+            pipe.hdel(self.key(terminal), *fields)
+            n += 1
+        return n
+
+    def _sha(self, script: str) -> str:
+        return _SHAS[script]
+
+    async def load_scripts(self) -> None:
+        """Register the Lua scripts with Redis (once per connection loss is enough)."""
+        for script in (_INCREMENTS, _APPLY_LABEL):
+            await self.redis.script_load(script)
+
+    def writes_done(self) -> None:
+        """The pipeline holding :meth:`queue_writes` succeeded: clear the buffer."""
+        self._pending_tx.clear()
+        self._stale.clear()
+
+    def queue_label(
+        self, pipe: Any, *, tx_id: str, label: int, terminal_id: str, day: int, ttl_s: int
+    ) -> None:
+        """Record ``label`` of ``tx_id`` and move the terminal's fraud count on ``day``.
+
+        Atomic and idempotent (a Lua script): the previous label of the transaction is
+        read and replaced, and the count changes by the difference, so a replayed label
+        changes nothing and a corrected one moves the count back. The reply is the delta.
+        """
+        pipe.evalsha(
+            self._sha(_APPLY_LABEL),
+            2,
+            f"{self.prefix}label:{tx_id}",
+            self.key(terminal_id),
+            int(label),
+            int(ttl_s),
+            f"f{day}",
+            RETENTION_DAYS * 86_400,
+        )
+        self._counts.pop(terminal_id, None)  # this worker sees its own label at once
+
+    def _maybe_sweep(self, now: float) -> None:
+        # Keeps the caches bounded by the terminals seen within one TTL.
+        if now - self._swept_at < max(self.cache_ttl_s, 1.0) * 4:
+            return
+        self._swept_at = now
+        ttl = self.cache_ttl_s
+        self._counts = {t: e for t, e in self._counts.items() if now - e[0] < ttl}
+        self._features = {p: e for p, e in self._features.items() if now - e[0] < ttl}

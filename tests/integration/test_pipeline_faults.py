@@ -1,0 +1,125 @@
+"""Two ``riskstream worker`` processes in one consumer group, on real Kafka + Valkey.
+
+* Together they split the partitions and score every transaction exactly once.
+* ``kill -9`` one mid-stream: every transaction still gets at least one score, and
+  alerts stay unique per ``tx_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient
+
+from pipeline_helpers import (  # noqa: F401 - tiny_model is a fixture
+    WorkerProcess,
+    pipeline_settings,
+    read_topic,
+    tiny_model,
+    values,
+    wire_source,
+    workers,
+)
+from streams.producer import produce_transactions
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for_stable_group(s: Settings, members: int, timeout: float = 60.0) -> None:
+    """Until the group has ``members`` members, each with partitions, and is Stable."""
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            (group,) = admin.describe_consumer_groups([s.app_id])
+            state = getattr(group, "state", None)
+            group_members = getattr(group, "members", []) or []
+            assigned = [m for m in group_members if getattr(m, "member_assignment", None)]
+            if state == "Stable" and len(group_members) == members and len(assigned) == members:
+                return
+            time.sleep(0.5)
+    finally:
+        admin.close()
+    raise TimeoutError(f"group {s.app_id} not stable with {members} members")
+
+
+def wait_idle(procs: list[WorkerProcess], expected: int, timeout: float = 60.0) -> None:
+    """Until the workers together report ``expected`` consumed transactions."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(w.metric("riskstream_transactions_consumed_total") for w in procs) >= expected:
+            return
+        time.sleep(0.5)
+
+
+def test_two_workers_split_partitions_and_score_once(
+    settings: Any, tiny_model: Path, tmp_path: Path
+) -> None:
+    s = pipeline_settings(settings, tiny_model)
+    source = wire_source(12_000, seed=13)
+    with workers(s, tmp_path, 2) as pair:
+        for w in pair:
+            w.wait_ready()
+        wait_for_stable_group(s, 2)
+        time.sleep(2.0)  # recovery after the last rebalance
+        asyncio.run(produce_transactions(s, source))
+        scores = asyncio.run(read_topic(s, s.topic_scores, until=len(source), timeout_s=90))
+        wait_idle(pair, len(source))
+        per_worker = [w.metric("riskstream_transactions_scored_total") for w in pair]
+        assert all(w.alive() for w in pair), [w.tail() for w in pair]
+    ids = [v["tx_id"] for v in values(scores)]
+    assert len(ids) == len(source)
+    assert Counter(ids).most_common(1)[0][1] == 1
+    assert set(ids) == {tx["tx_id"] for tx, _ in source}
+    # both did work, and between them exactly the whole stream
+    assert all(n > 0 for n in per_worker), per_worker
+    assert sum(per_worker) == len(source)
+
+
+def test_kill_9_one_worker_mid_stream_loses_nothing(
+    settings: Any, tiny_model: Path, tmp_path: Path
+) -> None:
+    s = pipeline_settings(settings, tiny_model)
+    source = wire_source(20_000, seed=17)
+
+    async def produce_and_kill(victim: WorkerProcess) -> None:
+        producing = asyncio.create_task(produce_transactions(s, source, rate=4_000))
+        await asyncio.sleep(2.0)
+        victim.kill()
+        await producing
+
+    with workers(s, tmp_path, 2) as pair:
+        for w in pair:
+            w.wait_ready()
+        wait_for_stable_group(s, 2)
+        time.sleep(2.0)
+        victim, survivor = pair
+        asyncio.run(produce_and_kill(victim))
+        assert not victim.alive()
+        deadline = time.monotonic() + 90
+        wanted = {tx["tx_id"] for tx, _ in source}
+        scores: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            scores = values(asyncio.run(read_topic(s, s.topic_scores, idle_s=2.0)))
+            if wanted <= {v["tx_id"] for v in scores}:
+                break
+        alerts = values(asyncio.run(read_topic(s, s.topic_alerts, idle_s=2.0)))
+        assert survivor.alive(), survivor.tail()
+    scored = {v["tx_id"] for v in scores}
+    assert wanted <= scored, f"{len(wanted - scored)} transactions never scored"
+    alert_ids = [a["tx_id"] for a in alerts]
+    assert len(alert_ids) == len(set(alert_ids)), "duplicate alerts"
+    # a transaction whose every score is at or above the threshold has its alert
+    by_tx: defaultdict[str, list[float]] = defaultdict(list)
+    for v in scores:
+        by_tx[v["tx_id"]].append(v["score"])
+    always_high = {tx for tx, ss in by_tx.items() if min(ss) >= s.alert_threshold}
+    assert always_high <= set(alert_ids)
+    replayed = sum(1 for ss in by_tx.values() if len(ss) > 1)
+    print(f"\n{replayed} transactions scored twice after the kill; {len(alert_ids)} alerts")

@@ -1,0 +1,102 @@
+"""The numpy batch scorer agrees with the torch model and explains with support cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.artifacts import ArtifactError, SupportSet, save_artifact, weights_to_bytes
+from models.encoder import Encoder
+from models.features import FEATURE_NAMES, FeatureTransform
+from models.heads import PrototypicalHead
+from models.matching import MatchingNetwork
+from models.scorer import Scorer
+
+F = len(FEATURE_NAMES)
+
+
+def parts(fce: bool = False) -> tuple[MatchingNetwork, FeatureTransform, SupportSet, np.ndarray]:
+    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
+    X = rng.gamma(2.0, 10.0, size=(300, F)).astype(np.float32)
+    net = MatchingNetwork(Encoder(F, hidden=(16,), emb_dim=8), temperature=0.1, fce=fce).eval()
+    tr = FeatureTransform.fit(X, names=FEATURE_NAMES)
+    y = (np.arange(40) < 8).astype(np.float32)
+    support = SupportSet.build(X[:40], y, [f"case-{i}" for i in range(40)])
+    return net, tr, support, X[40:]
+
+
+def torch_scores(
+    net: MatchingNetwork, tr: FeatureTransform, support: SupportSet, X: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        q = torch.from_numpy(tr.transform(X))
+        sx, sy = torch.from_numpy(tr.transform(support.x)), torch.from_numpy(support.y)
+        return net(q, sx, sy).numpy(), net.attention(q, sx, sy).numpy()
+
+
+@pytest.mark.parametrize("fce", [False, True])
+def test_scores_and_explanations_match_the_torch_model(fce: bool) -> None:
+    net, tr, support, X = parts(fce)
+    scorer = Scorer(net, tr, support, version="v1", top_k=3)
+    scores, why = scorer.score_batch(X[:64])
+    ref, att = torch_scores(net, tr, support, X[:64])
+    np.testing.assert_allclose(scores, ref, atol=1e-5)
+    np.testing.assert_allclose(scorer.score_only(X[:64]), ref, atol=1e-5)
+    assert len(why) == 64
+    for row, expl in enumerate(why):
+        assert len(expl) == 3
+        weights = [w for _, _, w in expl]
+        assert weights == sorted(weights, reverse=True)
+        best = np.argsort(-att[row])[:3]
+        np.testing.assert_allclose(weights, att[row][best], atol=1e-5)
+        for (case_id, label, _), j in zip(expl, best, strict=True):
+            assert case_id == f"case-{j}" and label == int(support.y[j])
+
+
+def test_single_vector_empty_batch_and_no_explanations() -> None:
+    net, tr, support, X = parts()
+    scorer = Scorer(net, tr, support, top_k=0)
+    scores, why = scorer.score_batch(X[0])
+    assert scores.shape == (1,) and why == [[]]
+    empty, none = scorer.score_batch(np.zeros((0, F), dtype=np.float32))
+    assert empty.shape == (0,) and none == []
+
+
+def test_with_support_reembeds_once_and_leaves_the_original() -> None:
+    net, tr, support, X = parts()
+    scorer = Scorer(net, tr, support, version="v1")
+    before = scorer.score_only(X[:20])
+    swapped = scorer.with_support(X[100:110], [1] * 5 + [0] * 5, [f"new-{i}" for i in range(10)])
+    assert swapped.version == "v1" and len(swapped.support) == 10
+    np.testing.assert_array_equal(scorer.score_only(X[:20]), before)
+    new_support = SupportSet.build(X[100:110], [1] * 5 + [0] * 5, [f"new-{i}" for i in range(10)])
+    np.testing.assert_allclose(
+        swapped.score_only(X[:20]), torch_scores(net, tr, new_support, X[:20])[0], atol=1e-5
+    )
+    assert all(c.startswith("new-") for c, _, _ in swapped.score_batch(X[:2])[1][0])
+
+
+def test_from_artifact_directory_and_bytes(tmp_path: Path) -> None:
+    net, tr, support, X = parts()
+    meta = {"version": "v3"}
+    save_artifact(net, tr, support, meta, tmp_path)
+    from_dir = Scorer.from_artifact(tmp_path)
+    from_bytes = Scorer.from_artifact(weights_to_bytes(net, tr, support, meta))
+    assert from_dir.version == from_bytes.version == "v3"
+    np.testing.assert_allclose(from_dir.score_only(X[:10]), from_bytes.score_only(X[:10]))
+    assert from_dir.schema.n_features == F
+
+
+def test_refuses_non_matching_heads_and_empty_support() -> None:
+    _, tr, support, _ = parts()
+    proto = PrototypicalHead(Encoder(F, hidden=(4,), emb_dim=2))
+    with pytest.raises(ArtifactError, match="matching"):
+        Scorer(proto, tr, support)  # type: ignore[arg-type]
+    net = parts()[0]
+    empty = SupportSet.build(np.zeros((0, F)), [], [])
+    with pytest.raises(ArtifactError, match="empty"):
+        Scorer(net, tr, empty)
