@@ -27,7 +27,7 @@ from models.training import (
     validation_metrics,
 )
 
-DEFAULT_HISTORY_DAYS = 28
+DEFAULT_HISTORY_DAYS = 56
 HANDBOOK_TRAIN_END = date(2018, 7, 31)
 
 StageFn = Callable[[str], None]

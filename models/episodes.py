@@ -81,6 +81,7 @@ class EpisodeConfig:
     mixed_share: float = 0.5  # share of tasks drawing frauds from every training scenario
     segment_share: float = 0.25  # share of tasks restricted to one segment
     scenarios: Sequence[int] | None = None  # training scenarios; None = every one present
+    hard_share: float = 0.0  # share of legit cases drawn from the hard-negative pool, if set
 
 
 class EpisodeSampler:
@@ -111,6 +112,11 @@ class EpisodeSampler:
         legit = np.flatnonzero(y == 0)
         self.legit = legit[np.argsort(data.day[legit], kind="stable")]
         self.days = (int(np.min(data.day)), int(np.max(data.day)))
+        self.hard_legit: np.ndarray = np.zeros(0, dtype=np.int64)
+
+    def set_hard_legit(self, indices: np.ndarray) -> None:
+        """Legit rows the current model finds most fraud-like (hard negatives)."""
+        self.hard_legit = np.asarray(indices, dtype=np.int64)
 
     def _pick(self, rng: np.random.Generator, pool: np.ndarray, n: int) -> np.ndarray:
         return pool[rng.choice(pool.size, size=n, replace=pool.size < n)]
@@ -144,10 +150,24 @@ class EpisodeSampler:
             legit = seg_legit if seg_legit.size >= 4 else legit
         fraud_idx = self._split(rng, fraud, cfg.support_fraud, cfg.query_fraud)
         legit_idx = self._split(rng, legit, cfg.support_legit, cfg.query_legit)
+        if cfg.hard_share > 0 and self.hard_legit.size >= 2:
+            legit_idx = self._with_hard(rng, legit_idx)
         s_idx = np.concatenate([fraud_idx[0], legit_idx[0]])
         q_idx = np.concatenate([fraud_idx[1], legit_idx[1]])
         info = {"scenario": scenario, "days": (lo, hi), "segment": segment}
         return Episode.from_numpy(d.x[s_idx], d.y[s_idx], d.x[q_idx], d.y[q_idx], info)
+
+    def _with_hard(
+        self, rng: np.random.Generator, legit_idx: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Replace a ``hard_share`` of the legit draws with hard negatives (disjoint halves)."""
+        pool = self.hard_legit[rng.permutation(self.hard_legit.size)]
+        halves = (pool[: pool.size // 2], pool[pool.size // 2 :])
+        out = []
+        for drawn, hard in zip(legit_idx, halves, strict=True):
+            n_hard = min(int(round(self.config.hard_share * drawn.size)), hard.size)
+            out.append(np.concatenate([hard[:n_hard], drawn[n_hard:]]))
+        return out[0], out[1]
 
     def _split(
         self, rng: np.random.Generator, pool: np.ndarray, n_s: int, n_q: int

@@ -34,8 +34,8 @@ class MetaTrainConfig:
     """Model shape, episodes and optimizer of a meta-training run."""
 
     seed: int = 0
-    n_episodes: int = 1500
-    lr: float = 3e-3
+    n_episodes: int = 4000
+    lr: float = 1e-3
     weight_decay: float = 1e-5
     head: str = "matching"
     hidden: tuple[int, ...] = (64, 64)
@@ -50,6 +50,9 @@ class MetaTrainConfig:
     inner_lr: float = 0.05
     reptile_step: float = 0.5
     grad_clip: float = 5.0
+    hard_every: int = 0  # refresh the hard-negative pool every N episodes (0 = never)
+    hard_pool: int = 2000
+    hard_candidates: int = 40_000
     threads: int = 1  # small nets: a 2nd thread only adds contention
     episode: EpisodeConfig = field(default_factory=EpisodeConfig)
 
@@ -104,6 +107,30 @@ def _reptile_step(model: FewShotModel, adapted: dict[str, torch.Tensor], step: f
                 p.add_(step * (adapted[name].detach() - p))
 
 
+def _hard_negatives(
+    model: FewShotModel, sampler: EpisodeSampler, config: MetaTrainConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """The legit rows, among a random sample, that the current model scores highest."""
+    data = sampler.data
+    legit = sampler.legit
+    cand = legit[
+        rng.choice(legit.size, size=min(config.hard_candidates, legit.size), replace=False)
+    ]
+    fraud = sampler.fraud[rng.choice(sampler.fraud.size, size=min(256, sampler.fraud.size))]
+    ref = legit[rng.choice(legit.size, size=min(1024, legit.size), replace=False)]
+    sx = torch.from_numpy(data.x[np.concatenate([fraud, ref])])
+    sy = torch.from_numpy(np.r_[np.ones(fraud.size), np.zeros(ref.size)].astype(np.float32))
+    model.eval()
+    with torch.no_grad():
+        p = torch.cat(
+            [
+                model(torch.from_numpy(data.x[cand[j : j + 8192]]), sx, sy)
+                for j in range(0, cand.size, 8192)
+            ]
+        ).numpy()
+    return cand[np.argsort(-p, kind="stable")[: config.hard_pool]]
+
+
 def meta_train(
     config: MetaTrainConfig,
     data: TaskData,
@@ -134,6 +161,9 @@ def meta_train(
         opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         model.train()
         for i in range(config.n_episodes):
+            if config.hard_every and i and i % config.hard_every == 0:
+                sampler.set_hard_legit(_hard_negatives(model, sampler, config, rng))
+                model.train()
             episode = sampler.sample(rng)
             if config.algorithm == "reptile":
                 adapted: dict[str, torch.Tensor] = {}

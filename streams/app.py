@@ -21,6 +21,7 @@ import faust
 from faust.types.transports import ConsumerT
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from streams import adaptive
 from streams.agents import labels as labels_agent
 from streams.agents import score as score_agent
 from streams.alert_dedupe import AlertClaims
@@ -76,6 +77,10 @@ class Riskstream:
     pipeline: ScorePipeline
     runner: BatchRunner
     metrics: RiskstreamMetrics
+    # Few-shot adaptation (issue 5, streams.adaptive.install): the labels agent's batch
+    # handler, and the adaptation pieces of this worker.
+    label_handler: Any = None
+    adaptive: Any = None
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -218,6 +223,7 @@ def create_app(settings: Settings, *, scorer: Any = None) -> RiskstreamApp:
     )
     score_agent.register(app.rs)
     labels_agent.register(app.rs)
+    adaptive.install(app.rs)
     _register_web(app)
     _register_startup(app)
     return app

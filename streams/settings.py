@@ -196,6 +196,9 @@ class Settings(BaseSettings):
         SecretStr("riskstream-dev-key-change-me"),
         description="RISKSTREAM_MODEL_SIGNING_KEY: HMAC-SHA256 key for model updates.",
     )
+    model_keep_versions: int = Field(
+        50, ge=1, description="RISKSTREAM_MODEL_KEEP_VERSIONS: model versions kept in Redis."
+    )
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Settings:

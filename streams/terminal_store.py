@@ -135,6 +135,7 @@ class TerminalStore:
     def load(self, replies: Mapping[str, Mapping[bytes, bytes]], now: float | None = None) -> None:
         """Cache raw ``HGETALL`` replies per terminal (drops their cached features)."""
         now = time.monotonic() if now is None else now
+        self._maybe_sweep(now)
         for terminal, raw in replies.items():
             tx, fraud = parse_counts(raw)
             self._counts[terminal] = (now, (tx, fraud))
@@ -143,7 +144,6 @@ class TerminalStore:
                 stale = [f"{k}{d}" for k, m in (("t", tx), ("f", fraud)) for d in m if d < oldest]
                 if stale:
                     self._stale[terminal] = stale
-        self._maybe_sweep(now)
 
     def features(
         self, pairs: Iterable[TerminalDay], now: float | None = None
@@ -246,10 +246,11 @@ class TerminalStore:
         self._counts.pop(terminal_id, None)  # this worker sees its own label at once
 
     def _maybe_sweep(self, now: float) -> None:
-        # Keeps the caches bounded by the terminals seen within one TTL.
-        if now - self._swept_at < max(self.cache_ttl_s, 1.0) * 4:
+        # Keeps the caches bounded by the terminals seen recently; runs before a load, so
+        # it never drops counts the current batch is about to use.
+        horizon = max(self.cache_ttl_s, 1.0) * 4
+        if now - self._swept_at < horizon:
             return
         self._swept_at = now
-        ttl = self.cache_ttl_s
-        self._counts = {t: e for t, e in self._counts.items() if now - e[0] < ttl}
-        self._features = {p: e for p, e in self._features.items() if now - e[0] < ttl}
+        self._counts = {t: e for t, e in self._counts.items() if now - e[0] < horizon}
+        self._features = {p: e for p, e in self._features.items() if now - e[0] < horizon}

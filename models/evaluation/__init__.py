@@ -1,0 +1,53 @@
+"""Evaluation: the handbook protocol, few-shot and transfer reports, and their metrics.
+
+``run_protocol(name, out_dir, scale)`` is what ``riskstream evaluate PROTOCOL`` calls.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+PROTOCOLS = ("handbook", "fewshot", "transfer")
+
+
+def run_protocol(name: str, out_dir: Path, scale: str = "full") -> dict[str, Any]:
+    """Run one protocol, write ``out_dir/report.md``, ``report.json`` and PNG plots.
+
+    Parameters
+    ----------
+    name
+        ``"handbook"``, ``"fewshot"`` or ``"transfer"``.
+    out_dir
+        Folder for the outputs (created), e.g. ``reports/handbook``.
+    scale
+        ``"full"`` (the handbook's 5,000-card world) or ``"small"`` (tests).
+
+    Returns
+    -------
+    dict
+        The content of ``report.json``.
+
+    >>> run_protocol("nope", Path("/tmp/x"))
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown protocol 'nope'; choose from handbook, fewshot, transfer
+    """
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)}")
+    from models.evaluation import data
+
+    if scale not in data.SCALE_NAMES:
+        raise ValueError(f"unknown scale {scale!r}; choose from {', '.join(data.SCALE_NAMES)}")
+    out_dir = Path(out_dir)
+    if name == "handbook":
+        from models.evaluation.handbook import run_handbook
+
+        return run_handbook(out_dir, scale)
+    if name == "fewshot":
+        from models.evaluation.fewshot import run_fewshot
+
+        return run_fewshot(out_dir, scale)
+    from models.evaluation.transfer import run_transfer
+
+    return run_transfer(out_dir, scale)

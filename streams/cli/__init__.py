@@ -10,6 +10,7 @@ import importlib
 import sys
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from streams.errors import RiskstreamError
@@ -29,6 +30,7 @@ _COMMAND_MODULES = (
     "streams.cli.worker",  # worker
     "streams.cli.alerts",  # alerts, label
     "streams.cli.model",  # train, evaluate, model list/rollback
+    "streams.cli.registry",  # model list, model rollback
     "streams.cli.demo",  # demo
 )
 
@@ -58,5 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     except RiskstreamError as exc:
         _err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except ValidationError as exc:  # a bad RISKSTREAM_* value: name it, no traceback
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        _err.print(f"[bold red]error:[/] invalid setting {where}: {first['msg']}", highlight=False)
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

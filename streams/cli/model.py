@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
         episodes: Annotated[
             int | None, typer.Option(help="Meta-training episodes (default: tuned value).")
         ] = None,
-        history_days: Annotated[int, typer.Option(help="Days of training history.")] = 28,
+        history_days: Annotated[int, typer.Option(help="Days of training history.")] = 56,
         validate: Annotated[
             bool, typer.Option(help="Also train on the validation split and record its metrics.")
         ] = True,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -18,6 +18,9 @@ from rich.table import Table
 
 from streams.errors import RiskstreamError
 from streams.services.process import ServiceStartError
+
+if TYPE_CHECKING:
+    from streams.services.runner import ServiceStatus
 from streams.services.state import read_state
 from streams.settings import Settings, env_field_names, get_settings
 
@@ -36,13 +39,11 @@ def load_settings() -> Settings:
         raise RiskstreamError(f"invalid {where}: {first.get('msg', exc)}") from None
 
 
-def _status_table(settings: Settings) -> Table:
-    from streams.services.runner import services_status
-
+def _status_table(rows: list[ServiceStatus]) -> Table:
     table = Table(title="riskstream services", title_justify="left")
     for column in ("service", "source", "address", "pid", "health", "log"):
         table.add_column(column, overflow="fold")
-    for row in services_status(settings):
+    for row in rows:
         health = f"[green]{row.detail}[/]" if row.healthy else f"[red]{row.detail}[/]"
         table.add_row(
             row.name, row.source, row.address, str(row.pid or "-"), health, row.log or "-"
@@ -58,12 +59,15 @@ def up() -> None:
     started = time.monotonic()
     _err.print("starting Kafka and Valkey (the first run fetches the Kafka jars)…")
     try:
-        effective, _ = services_up(settings)
+        _, rows = services_up(settings)
     except ServiceStartError as exc:
         if exc.log_tail:
             _err.print(exc.log_tail, style="dim", highlight=False, markup=False)
         raise
-    _out.print(_status_table(effective))
+    _out.print(_status_table(rows))
+    for row in rows:
+        if not row.healthy:
+            raise RiskstreamError(f"{row.name} at {row.address} is {row.detail}")
     _err.print(
         f"ready in {time.monotonic() - started:.1f} s; state in {settings.state_file}"
         " (every riskstream command uses it; `riskstream down` stops the services)"
@@ -84,7 +88,9 @@ def down(
 
 def status() -> None:
     """Show the services' addresses, PIDs and health."""
-    _out.print(_status_table(load_settings()))
+    from streams.services.runner import services_status
+
+    _out.print(_status_table(services_status(load_settings())))
 
 
 # The fields streams.settings takes from the state file (the services' addresses).

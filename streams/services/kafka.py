@@ -26,13 +26,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from string import Template
 from types import TracebackType
-from xml.sax.saxutils import escape
 
 from streams.errors import RiskstreamError
+from streams.services.kafka_config import log4j_config, server_properties
 from streams.services.kafka_jars import (
-    OPS_DIR,
     cds_archive,
     class_path,
     copy_formatted,
@@ -55,7 +53,6 @@ from streams.settings import Settings, get_settings
 
 __all__ = ["KafkaBroker", "fetch_kafka_jars", "kafka_version", "main"]
 
-SERVER_TEMPLATE = OPS_DIR / "server.properties"
 _PORT_RETRIES = 3
 
 
@@ -97,7 +94,8 @@ class KafkaBroker:
         self.owned = owned
         self.full_jit = full_jit
         self._settings = settings or get_settings()
-        self._auto_ports = port == 0 or controller_port == 0
+        self._auto_port = port == 0
+        self._auto_controller_port = controller_port == 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._archive_tmp: Path | None = None
         self.start_seconds: float | None = None
@@ -148,13 +146,13 @@ class KafkaBroker:
         log_dir = self.data_dir / "data"
         if not (log_dir / "meta.properties").is_file():
             copy_formatted(formatted_storage(home, java, libs), log_dir)
-        (self.data_dir / "log4j2.xml").write_text(_log4j_config(self.log_path))
+        (self.data_dir / "log4j2.xml").write_text(log4j_config(self.log_path))
         for attempt in range(_PORT_RETRIES):
             self._choose_ports()
             self._write_properties(log_dir)
             started = time.monotonic()
             self._proc = spawn(
-                self._argv(java, libs, home),
+                self._argv(java, libs),
                 log_path=self.output_path,
                 cwd=self.data_dir,
                 owned=self.owned,
@@ -164,8 +162,11 @@ class KafkaBroker:
             except ServiceStartError as exc:
                 self._kill()
                 taken = "Address already in use" in exc.log_tail
-                if taken and self._auto_ports and attempt + 1 < _PORT_RETRIES:
-                    self.port = self.controller_port = 0  # another process won the race
+                auto = self._auto_port or self._auto_controller_port
+                if taken and auto and attempt + 1 < _PORT_RETRIES:
+                    # Another process took a free port first: choose again.
+                    self.port = 0 if self._auto_port else self.port
+                    self.controller_port = 0 if self._auto_controller_port else self.controller_port
                     continue
                 raise
             self.start_seconds = time.monotonic() - started
@@ -197,31 +198,32 @@ class KafkaBroker:
 
     # --- internals ----------------------------------------------------------------------
     def _choose_ports(self) -> None:
-        # Keep the previous ports across restarts so clients' bootstrap address stays valid.
-        if self.port == 0 or (self._auto_ports and not port_is_free(self.port, self.host)):
-            self.port = free_port(self.host)
-        if self.controller_port == 0 or (
-            self._auto_ports and not port_is_free(self.controller_port, self.host)
-        ):
-            self.controller_port = free_port(self.host)
-            while self.controller_port == self.port:
-                self.controller_port = free_port(self.host)
+        self.port = self._pick_port(self.port, self._auto_port, "port", avoid=0)
+        self.controller_port = self._pick_port(
+            self.controller_port, self._auto_controller_port, "controller port", avoid=self.port
+        )
+
+    def _pick_port(self, current: int, auto: bool, what: str, avoid: int) -> int:
+        if not auto:
+            if not port_is_free(current, self.host):
+                raise RiskstreamError(f"Kafka {what} {self.host}:{current} is already in use")
+            return current
+        # Keep the previous port across restarts so clients' bootstrap address stays valid.
+        while current in (0, avoid) or not port_is_free(current, self.host):
+            current = free_port(self.host)
+        return current
 
     def _write_properties(self, log_dir: Path) -> None:
-        try:
-            template = Template(SERVER_TEMPLATE.read_text())
-        except OSError as exc:
-            raise RiskstreamError(f"cannot read the broker template {SERVER_TEMPLATE}") from exc
-        text = template.substitute(
+        text = server_properties(
             host=self.host,
             port=self.port,
             controller_port=self.controller_port,
-            log_dirs=log_dir,
+            log_dir=log_dir,
             partitions=self._settings.topic_partitions,
         )
         (self.data_dir / "server.properties").write_text(text)
 
-    def _argv(self, java: str, libs: Path, home: Path) -> list[str]:
+    def _argv(self, java: str, libs: Path) -> list[str]:
         argv = [java, "-Xms64m", f"-Xmx{self._settings.kafka_heap_mb}m"]
         argv += ["-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError"]
         argv += ["-Djava.awt.headless=true"]
@@ -230,7 +232,7 @@ class KafkaBroker:
             argv.append("-XX:TieredStopAtLevel=1")
         # Class-data sharing: loading Kafka's classes from a memory-mapped archive roughly
         # halves JVM start. An owned broker records the archive when it first stops cleanly.
-        archive = cds_archive(home, java)
+        archive = cds_archive(libs, java)
         self._archive_tmp = None
         if archive.is_file():
             argv.append(f"-XX:SharedArchiveFile={archive}")
@@ -287,27 +289,6 @@ class KafkaBroker:
             stop_process(self._proc.pid, timeout=5.0, popen=self._proc)
             self._proc = None
         self._keep_class_archive(graceful=False)
-
-
-def _log4j_config(log_file: Path) -> str:
-    """log4j2 configuration: INFO to a size-capped rolling ``server.log``."""
-    path = escape(str(log_file), {'"': "&quot;"})
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<Configuration status="WARN">
-  <Appenders>
-    <RollingFile name="server" fileName="{path}" filePattern="{path}.%i">
-      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
-      <Policies><SizeBasedTriggeringPolicy size="10 MB"/></Policies>
-      <DefaultRolloverStrategy max="3"/>
-    </RollingFile>
-  </Appenders>
-  <Loggers>
-    <Logger name="kafka.request.logger" level="WARN"/>
-    <Logger name="state.change.logger" level="WARN"/>
-    <Root level="INFO"><AppenderRef ref="server"/></Root>
-  </Loggers>
-</Configuration>
-"""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """The Apache Kafka broker's jars, fetched from Maven Central into a cache outside the repo.
 
 ``ops/kafka/pom.xml`` names the artifacts; ``mvn dependency:copy-dependencies`` copies them
-into ``<cache_dir>/kafka-<version>/libs``, which every clone and run then reuses. The same
-folder keeps a formatted-storage template and a class-data-sharing archive of the JVM.
+into ``<cache_dir>/kafka-<version>/libs``, which every clone and run then reuses, with a
+class-data-sharing archive of the JVM; ``formatted-storage`` next to it is a template.
 
 Examples
 --------
@@ -127,12 +127,15 @@ def class_path(libs: Path) -> str:
     return os.pathsep.join(str(p) for p in sorted(libs.glob("*.jar")))
 
 
-def cds_archive(home: Path, java: str) -> Path:
-    """Where the class-data-sharing archive for this JDK lives (halves JVM start time)."""
+def cds_archive(libs: Path, java: str) -> Path:
+    """Where the class-data-sharing archive for this JDK and these jars lives.
+
+    It sits in ``libs`` so a refetch (new jars) drops it with the jars it was made from.
+    """
     real = os.path.realpath(java)
     stat = os.stat(real)
     tag = hashlib.sha256(f"{real}:{stat.st_mtime_ns}:{stat.st_size}".encode()).hexdigest()
-    return home / f"classes-{tag[:12]}.jsa"
+    return libs / f"classes-{tag[:12]}.jsa"
 
 
 def formatted_storage(home: Path, java: str, libs: Path) -> Path:

@@ -43,7 +43,7 @@ except OSError:  # pragma: no cover - non-glibc platforms
     _LIBC = None
 
 _owned: dict[int, subprocess.Popen[bytes]] = {}
-_owned_lock = threading.Lock()
+_owned_lock = threading.RLock()  # re-entrant: the signal hook may run while it is held
 _hooks_installed = False
 
 
@@ -175,7 +175,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             cwd=cwd,
             env=env,
-            start_new_session=True,  # own process group: a Ctrl-C aimed at us is not its
+            start_new_session=True,  # own process group: a terminal Ctrl-C reaches only us
             preexec_fn=_die_with_parent(os.getpid()) if owned else None,
             close_fds=True,
         )

@@ -144,6 +144,8 @@ class EmbeddedValkey:
         binary = valkey_binary()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(_PORT_RETRIES):
+            if not self._auto_port and not port_is_free(self.port, self.host):
+                raise RiskstreamError(f"Valkey port {self.host}:{self.port} is already in use")
             if self.port == 0 or (self._auto_port and not port_is_free(self.port, self.host)):
                 self.port = free_port(self.host)
             config = self.data_dir / "valkey.conf"

@@ -7,7 +7,6 @@ for a few seconds on simulated data (cached on disk for the session), the worker
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -181,14 +180,20 @@ def workers(settings: Settings, log_dir: Path, n: int, **env: str) -> Iterator[l
 
 
 async def read_topic(
-    settings: Settings, topic: str, *, until: int | None = None, idle_s: float = 5.0,
+    settings: Settings,
+    topic: str,
+    *,
+    until: int | None = None,
+    idle_s: float = 5.0,
     timeout_s: float = 60.0,
 ) -> list[Any]:
     """Every record of ``topic`` from the start: until ``until`` records or ``idle_s`` quiet."""
     from streams.producer import kafka_client_kwargs
 
     consumer = AIOKafkaConsumer(
-        **kafka_client_kwargs(settings), group_id=None, enable_auto_commit=False,
+        **kafka_client_kwargs(settings),
+        group_id=None,
+        enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
     await consumer.start()
@@ -225,8 +230,8 @@ def values(records: list[Any]) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for r in records]
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="session", name="tiny_model")
+def tiny_model_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A matching network trained for a few seconds (built once per session)."""
     return tiny_artifact(tmp_path_factory.getbasetemp() / "tiny-model")
 

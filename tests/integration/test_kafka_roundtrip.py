@@ -26,9 +26,7 @@ async def _produce(bootstrap: str, topic: str) -> dict[tuple[int, int], dict[str
     try:
         records = [{"seq": i, "card_id": f"card-{i % 257}"} for i in range(MESSAGES)]
         futures = [
-            await producer.send(
-                topic, json.dumps(r).encode(), key=str(r["card_id"]).encode()
-            )
+            await producer.send(topic, json.dumps(r).encode(), key=str(r["card_id"]).encode())
             for r in records
         ]
         metadata = await asyncio.gather(*futures)

@@ -15,34 +15,40 @@ from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
-
 from pipeline_helpers import (  # noqa: F401 - tiny_model is a fixture
     WorkerProcess,
     pipeline_settings,
     read_topic,
-    tiny_model,
+    tiny_model_fixture,
     values,
     wire_source,
     workers,
 )
+
 from streams.producer import produce_transactions
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
-def wait_for_stable_group(s: Settings, members: int, timeout: float = 60.0) -> None:
-    """Until the group has ``members`` members, each with partitions, and is Stable."""
+def wait_for_stable_group(s: Settings, members: int, timeout: float = 60.0) -> list[set[int]]:
+    """Until the group is Stable with ``members`` members each owning transactions
+    partitions; returns each member's ``transactions`` partitions."""
     admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            (group,) = admin.describe_consumer_groups([s.app_id])
-            state = getattr(group, "state", None)
-            group_members = getattr(group, "members", []) or []
-            assigned = [m for m in group_members if getattr(m, "member_assignment", None)]
-            if state == "Stable" and len(group_members) == members and len(assigned) == members:
-                return
+            group = admin.describe_groups([s.app_id])[s.app_id]
+            owned = []
+            for member in group.get("members") or []:
+                assignment = member.get("member_assignment") or {}
+                parts: set[int] = set()
+                for item in assignment.get("assigned_partitions", []):
+                    if item["topic"] == s.topic_transactions:
+                        parts |= set(item["partitions"])
+                owned.append(parts)
+            if group.get("group_state") == "Stable" and len(owned) == members and all(owned):
+                return owned
             time.sleep(0.5)
     finally:
         admin.close()
@@ -66,7 +72,7 @@ def test_two_workers_split_partitions_and_score_once(
     with workers(s, tmp_path, 2) as pair:
         for w in pair:
             w.wait_ready()
-        wait_for_stable_group(s, 2)
+        owned = wait_for_stable_group(s, 2)
         time.sleep(2.0)  # recovery after the last rebalance
         asyncio.run(produce_transactions(s, source))
         scores = asyncio.run(read_topic(s, s.topic_scores, until=len(source), timeout_s=90))
@@ -80,6 +86,9 @@ def test_two_workers_split_partitions_and_score_once(
     # both did work, and between them exactly the whole stream
     assert all(n > 0 for n in per_worker), per_worker
     assert sum(per_worker) == len(source)
+    # the partitions were split, not shared: disjoint, and all of them covered
+    assert not (owned[0] & owned[1])
+    assert owned[0] | owned[1] == set(range(s.topic_partitions))
 
 
 def test_kill_9_one_worker_mid_stream_loses_nothing(

@@ -1,0 +1,256 @@
+"""The numerical half of the adaptation agent: support sets, candidates, validation.
+
+Pure functions on arrays, labelled cases and artifacts (no Redis, no Kafka), so they are
+unit-tested and timed on their own. :mod:`streams.adaptation` runs them off the event loop.
+
+* :func:`support_from`: the support set of a candidate. Class-balanced by construction
+  (the matching network gives each class the same prior mass) and recency-weighted:
+  every labelled case from the stream is kept (newest first, up to the class budget) and
+  old frauds of the base model's support are cut to ``(1 - recent_share) / recent_share``
+  times the recent ones (at least ``min_old_fraud``), so ten fresh cases of a new pattern
+  carry half of the fraud mass instead of 10/410 of it. The legit side keeps the base
+  sample, which is what tells normal behaviour apart.
+* :func:`adapt`: the candidate, from the *base* (meta-learned) model: a support refresh,
+  or ``steps`` inner gradient steps of a :mod:`models.adaptation` strategy on a small
+  support, then the full support.
+* :func:`validate`: average precision of candidate and current model on held-out recent
+  labelled cases (plus a sample of old labelled cases, so a regression on known patterns
+  shows too), by ``folds``-fold cross-validation: each fold is scored by a candidate
+  adapted without it and by the current model with that fold removed from its support.
+
+Examples
+--------
+>>> from models.artifacts import SupportSet
+>>> base = SupportSet.build(np.zeros((6, 2)), [1, 1, 1, 0, 0, 0], list("abcdef"))
+>>> cases = [Case(f"n{i}", 1, (1.0, 1.0), 0.0, 0.0, 0.0, "s", "v", 0.1) for i in range(2)]
+>>> s = support_from(cases, base, SupportPolicy(min_old_fraud=1))
+>>> s.case_ids
+('n0', 'n1', 'a', 'b', 'd', 'e', 'f')
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.adaptation import strategy_from_name
+from models.artifacts import Artifact, SupportSet
+from models.evaluation.metrics import average_precision
+from models.features.transform import FeatureTransform
+from models.matching import FewShotModel, MatchingNetwork
+from models.scorer import Scorer
+from streams.case_store import Case, cases_arrays
+
+#: Setting value (``RISKSTREAM_ADAPT_STRATEGY``) → strategy of :mod:`models.adaptation`.
+STRATEGY_NAMES = {"refresh": "refresh_support", "maml": "fomaml", "reptile": "reptile"}
+
+
+@dataclass(frozen=True)
+class SupportPolicy:
+    """Sizes of a candidate's support set (see the module docstring)."""
+
+    max_fraud: int = 400
+    max_legit: int = 1600
+    recent_share: float = 0.5
+    min_old_fraud: int = 10
+    step_old_fraud: int = 64  # support of the inner gradient steps: small, so steps are fast
+    step_legit: int = 256
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An adapted model ready to be saved as an artifact."""
+
+    model: FewShotModel
+    transform: FeatureTransform
+    support: SupportSet
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def scorer(self, schema: Any = None) -> Scorer:
+        """A numpy scorer of this candidate."""
+        return _scorer(self.model, self.transform, self.support, schema)
+
+
+def _scorer(
+    model: FewShotModel, transform: FeatureTransform, support: SupportSet, schema: Any
+) -> Scorer:
+    if not isinstance(model, MatchingNetwork):  # the stream scores with matching networks
+        raise TypeError(f"adaptation needs a matching network, got {model.kind}")
+    return Scorer(model, transform, support, version="candidate", top_k=0, schema=schema)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Held-out average precision of the candidate and of the current model."""
+
+    ap_candidate: float
+    ap_current: float
+    n_fraud: int
+    n_legit: int
+
+    @property
+    def usable(self) -> bool:
+        """Both classes present, so average precision means something."""
+        return self.n_fraud > 0 and self.n_legit > 0
+
+    def accepts(self, tolerance: float = 1e-9) -> bool:
+        """Publish only if average precision does not drop."""
+        return self.usable and self.ap_candidate + tolerance >= self.ap_current
+
+
+def fold_of(tx_id: str, folds: int) -> int:
+    """Stable fold of a case (CRC32 of its id).
+
+    >>> fold_of("tx-1", 3) == fold_of("tx-1", 3), 0 <= fold_of("tx-2", 3) < 3
+    (True, True)
+    """
+    return zlib.crc32(tx_id.encode()) % folds
+
+
+def _rows(support: SupportSet, label: int, exclude: Collection[str]) -> list[int]:
+    return [
+        i
+        for i, (y, c) in enumerate(zip(support.y, support.case_ids, strict=True))
+        if int(y) == label and c not in exclude
+    ]
+
+
+def support_from(
+    cases: Sequence[Case],
+    base: SupportSet,
+    policy: SupportPolicy,
+    exclude: Collection[str] = (),
+    *,
+    n_old_fraud: int | None = None,
+    n_legit: int | None = None,
+) -> SupportSet:
+    """The recency-weighted support of stream ``cases`` on top of ``base`` (raw features).
+
+    ``exclude`` leaves cases out (validation folds); ``n_old_fraud``/``n_legit`` override
+    the budgets (the small support of gradient steps).
+    """
+    seen = set(exclude)
+    fresh = sorted((c for c in cases if c.tx_id not in seen), key=lambda c: -c.seq)
+    fraud = [c for c in fresh if c.label == 1][: policy.max_fraud]
+    legit = [c for c in fresh if c.label == 0][: policy.max_legit]
+    seen |= {c.tx_id for c in fresh}
+    old_fraud = _rows(base, 1, seen)  # the base keeps its most recent frauds first
+    if n_old_fraud is None:
+        n_old_fraud = len(old_fraud)
+        if fraud:
+            share = policy.recent_share
+            wanted = round(len(fraud) * (1.0 - share) / share)
+            n_old_fraud = min(n_old_fraud, max(policy.min_old_fraud, wanted))
+    n_old_fraud = min(n_old_fraud, max(0, policy.max_fraud - len(fraud)))
+    old_legit = _rows(base, 0, seen)
+    budget = policy.max_legit if n_legit is None else n_legit
+    old_legit = old_legit[: max(0, budget - len(legit))]
+    rows = old_fraud[:n_old_fraud] + old_legit
+    x_new, y_new, ids_new = cases_arrays(fraud + legit)
+    x = np.concatenate([x_new.reshape(-1, base.x.shape[1]), base.x[rows]])
+    y = np.concatenate([y_new.astype(np.float32), base.y[rows]])
+    return SupportSet.build(x, y, ids_new + [base.case_ids[i] for i in rows])
+
+
+def adapt(
+    base: Artifact,
+    cases: Sequence[Case],
+    *,
+    strategy: str = "refresh",
+    steps: int = 0,
+    policy: SupportPolicy | None = None,
+    exclude: Collection[str] = (),
+    seed: int = 0,
+) -> Candidate:
+    """A candidate adapted from ``base`` to the labelled ``cases``."""
+    policy = policy or SupportPolicy()
+    support = support_from(cases, base.support, policy, exclude)
+    info: dict[str, Any] = {"strategy": strategy, "steps": 0}
+    model = base.model
+    if strategy != "refresh" and steps > 0:
+        small = support_from(
+            cases,
+            base.support,
+            policy,
+            exclude,
+            n_old_fraud=policy.step_old_fraud,
+            n_legit=policy.step_legit,
+        )
+        chosen = strategy_from_name(STRATEGY_NAMES[strategy])
+        adapted = chosen.adapt(
+            model, base.transform.transform(small.x), small.y, steps=steps, seed=seed
+        )
+        model = adapted.model
+        info = {"strategy": strategy, "steps": steps, "step_support": len(small)}
+    info |= {"support_fraud": support.n_fraud, "support_legit": len(support) - support.n_fraud}
+    return Candidate(model, base.transform, support, info)
+
+
+def validation_ids(
+    cases: Sequence[Case],
+    base: SupportSet,
+    *,
+    max_recent: int = 300,
+    n_old_fraud: int = 50,
+    n_old_legit: int = 200,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Held-out pool: the newest stream cases of each class plus a sample of old cases."""
+    newest = sorted(cases, key=lambda c: -c.seq)
+    chosen = [c for c in newest if c.label == 1][:max_recent]
+    chosen += [c for c in newest if c.label == 0][:max_recent]
+    taken = {c.tx_id for c in chosen}
+    rng = np.random.default_rng(seed)
+    rows: list[int] = []
+    for label, n in ((1, n_old_fraud), (0, n_old_legit)):
+        pool = _rows(base, label, taken)
+        rows += sorted(rng.choice(pool, size=min(n, len(pool)), replace=False).tolist())
+    x_new, y_new, ids_new = cases_arrays(chosen)
+    x = np.concatenate([x_new.reshape(-1, base.x.shape[1]), base.x[rows]])
+    y = np.concatenate([y_new, base.y[rows].astype(np.int64)])
+    return x, y, ids_new + [base.case_ids[i] for i in rows]
+
+
+def _without(support: SupportSet, exclude: Collection[str]) -> SupportSet:
+    keep = [i for i, c in enumerate(support.case_ids) if c not in exclude]
+    return SupportSet.build(support.x[keep], support.y[keep], [support.case_ids[i] for i in keep])
+
+
+def validate(
+    base: Artifact,
+    current: Artifact,
+    cases: Sequence[Case],
+    *,
+    strategy: str = "refresh",
+    steps: int = 0,
+    policy: SupportPolicy | None = None,
+    folds: int = 3,
+    seed: int = 0,
+) -> Validation:
+    """Cross-validated held-out AP of the candidate procedure and of the current model."""
+    x, y, ids = validation_ids(cases, base.support, seed=seed)
+    n_fraud, n_legit = int(y.sum()), int(len(y) - y.sum())
+    if n_fraud == 0 or n_legit == 0:
+        return Validation(float("nan"), float("nan"), n_fraud, n_legit)
+    fold = np.array([fold_of(i, folds) for i in ids])
+    cand = np.zeros(len(y))
+    cur = np.zeros(len(y))
+    for f in range(folds):
+        rows = np.flatnonzero(fold == f)
+        if rows.size == 0:
+            continue
+        held = {ids[i] for i in rows}
+        candidate = adapt(
+            base, cases, strategy=strategy, steps=steps, policy=policy, exclude=held, seed=seed
+        )
+        cand[rows] = candidate.scorer(base.schema).score_only(x[rows])
+        kept = _without(current.support, held)
+        scorer = _scorer(current.model, current.transform, kept, current.schema)
+        cur[rows] = scorer.score_only(x[rows])
+    return Validation(
+        float(average_precision(y, cand)), float(average_precision(y, cur)), n_fraud, n_legit
+    )

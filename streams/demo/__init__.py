@@ -1,0 +1,1 @@
+"""``riskstream demo``: the whole system, end to end, on embedded Kafka and Valkey."""

@@ -1,0 +1,326 @@
+"""The score pipeline, its runner and the score agent, without services.
+
+Redis and the producer are in-memory stand-ins (``streams_fakes``); the scorer is the
+real :class:`models.scorer.Scorer` over a tiny untrained network. The Faust agent runs
+under ``test_context()``. Integration tests cover the same paths on real Kafka/Valkey.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from faust.transport.consumer import Consumer as FaustConsumer
+
+from models.features import CardState, card_features
+from streams.alert_dedupe import AlertClaims
+from streams.consumer import BatchConsumer
+from streams.outputs import alert_reason, alert_value, dumps, score_value
+from streams.pipeline import RawRecord, ScorePipeline
+from streams.records import (
+    Explanation,
+    Score,
+    Transaction,
+    alert_from_score,
+    encode,
+    parse_alert,
+    parse_score,
+)
+from streams.redis_conn import RedisGuard
+from streams.runner import BatchRunner
+from streams.runtime import ScorerRuntime
+from streams.scored_store import ScoredStore
+from streams.settings import Settings
+from streams.tables import CardStates
+from streams.terminal_store import TerminalStore
+from streams_fakes import FakeEmitter, FakeRedis, small_scorer
+
+TOPIC = "transactions"
+
+
+def make(alert_threshold: float = 0.99, scorer: Any = None, **overrides: Any) -> SimpleNamespace:
+    s = Settings(
+        app_id="unit",
+        alert_threshold=alert_threshold,
+        review_threshold=min(0.5, alert_threshold),
+        max_features=4,
+        max_message_bytes=2048,
+        **overrides,
+    )
+    redis, emitter = FakeRedis(), FakeEmitter()
+    table: dict[str, Any] = {}
+    cards = CardStates(table, "unit-card-state-changelog", emitter.send_many)
+    terminals = TerminalStore(redis, prefix="unit:", cache_ttl_s=0.0)
+    scored = ScoredStore(redis, prefix="unit:", ttl_s=3600)
+    claims = AlertClaims(s, prefix="unit:")
+    guard = RedisGuard(retry_s=0.0, timeout_s=1.0)
+    runtime: ScorerRuntime[Any] = ScorerRuntime(scorer or small_scorer())
+    pipeline = ScorePipeline(
+        s,
+        runtime=runtime,
+        cards=cards,
+        terminals=terminals,
+        scored=scored,
+        claims=claims,
+        emitter=emitter,  # type: ignore[arg-type]
+        redis=redis,
+        guard=guard,
+    )
+    return SimpleNamespace(
+        settings=s, redis=redis, emitter=emitter, table=table, cards=cards,
+        terminals=terminals, scored=scored, claims=claims, guard=guard,
+        runtime=runtime, pipeline=pipeline,
+    )  # fmt: skip
+
+
+def tx_record(i: int, card: str = "c1", amount: float = 12.5, offset: int | None = None,
+              partition: int = 0, **changes: Any) -> RawRecord:  # fmt: skip
+    tx = Transaction(tx_id=f"t{i}", ts=1.7e9 + i * 60.0, card_id=card,
+                     terminal_id=f"m{i % 3}", amount=amount)  # fmt: skip
+    value = encode(tx)
+    for k, v in changes.items():
+        value = orjson.dumps({**orjson.loads(value), k: v})
+    stamp = int(time.time() * 1000) - 5
+    return RawRecord(TOPIC, partition, i if offset is None else offset, stamp,
+                     card.encode(), value)  # fmt: skip
+
+
+def raw(offset: int, value: bytes | None, key: bytes | None = b"c1") -> RawRecord:
+    return RawRecord(TOPIC, 0, offset, None, key, value)
+
+
+def sent(rig: SimpleNamespace, topic: str) -> list[dict[str, Any]]:
+    return [orjson.loads(v) for _, _, v in rig.emitter.sent[topic]]
+
+
+# --- outputs are the wire records -------------------------------------------------------
+def test_fast_score_and_alert_bytes_equal_record_encoding() -> None:
+    why = [("case1", 1, 0.75), ("case2", 0, 0.125)]
+    value = score_value(
+        tx_id="t1", card_id="c1", score=0.875, decision="block", model_version="v3",
+        scored_at=1.7e9, latency_ms=2.5,
+        explanation=[{"case_id": c, "label": lab, "weight": w} for c, lab, w in why],
+    )  # fmt: skip
+    record = Score(tx_id="t1", card_id="c1", score=0.875, decision="block", model_version="v3",
+                   scored_at=1.7e9, latency_ms=2.5,
+                   explanation=[Explanation(case_id=c, label=lab, weight=w) for c, lab, w in why])  # fmt: skip
+    assert dumps(value) == encode(record)
+    assert parse_score(dumps(value)) == record
+    reason = alert_reason(0.875, 0.8, why)
+    alert = alert_value(value, amount=250.0, reason=reason)
+    assert dumps(alert) == encode(alert_from_score(record, amount=250.0, reason=reason))
+    assert parse_alert(dumps(alert)).reason.startswith("score 0.875 >= 0.80")
+
+
+# --- the pipeline -------------------------------------------------------------------------
+async def test_valid_scored_invalid_dead_lettered_with_reason() -> None:
+    rig = make()
+    records = [
+        tx_record(0),
+        raw(1, b"{not json"),
+        tx_record(2),
+        raw(3, None),
+        raw(4, b"\xff\xfe"),
+        tx_record(5, amount=-1.0, offset=5),
+        tx_record(6, offset=6, schema_version=7),
+        raw(7, encode(Transaction(tx_id="t7", ts=1.0, card_id="c1", terminal_id="m",
+                                  amount=1.0)), key=b"other"),  # fmt: skip
+        tx_record(8, offset=8, features={f"f{i}": 1.0 for i in range(9)}),
+        raw(9, b"x" * 5000),
+        tx_record(10),
+    ]
+    futures = await rig.pipeline.process(records)
+    assert futures and all(f.done() for f in futures)
+    scores = sent(rig, rig.settings.topic_scores)
+    assert [s["tx_id"] for s in scores] == ["t0", "t2", "t10"]
+    for s in scores:
+        assert parse_score(orjson.dumps(s)).model_version == "v1"
+        assert 0.0 <= s["score"] <= 1.0 and s["latency_ms"] >= 0.0
+    reasons = {d["offset"]: d["error"] for d in sent(rig, rig.settings.topic_dlq)}
+    assert reasons == {
+        1: "not_json", 3: "not_json", 4: "not_utf8", 5: "negative_amount",
+        6: "unknown_schema_version", 7: "bad_key", 8: "too_many_features", 9: "oversized",
+    }  # fmt: skip
+    # per-card state learnt in arrival order; terminal counts and vectors written to Redis
+    assert rig.cards.get("c1").ts == [1.7e9, 1.7e9 + 120.0, 1.7e9 + 600.0]
+    counts = await rig.terminals.counts("m0")
+    assert sum(counts[0].values()) == 1  # t0 (t10 is on m1, t2 on m2)
+    stored = await rig.scored.get_many(["t0", "t2", "t10", "t1"])
+    assert set(stored) == {"t0", "t2", "t10"}
+    assert stored["t2"]["terminal_id"] == "m2" and len(stored["t2"]["x"]) == 17
+
+
+async def test_feature_vector_matches_the_shared_definitions() -> None:
+    rig = make()
+    await rig.pipeline.process([tx_record(0, amount=10.0), tx_record(1, amount=30.0)])
+    stored = await rig.scored.get_many(["t1"])
+    state = CardState([1.7e9], [10.0])
+    expected = card_features(state, 1.7e9 + 60.0, 30.0)
+    x = stored["t1"]["x"]
+    assert x[3:9] == pytest.approx(list(expected[:6]))  # card windows, after tx features
+    assert x[-2:] == pytest.approx(list(expected[6:]))  # gap and amount / card mean
+
+
+async def test_replayed_offsets_score_again_but_do_not_learn_twice() -> None:
+    rig = make()
+    batch = [tx_record(0), tx_record(1)]
+    await rig.pipeline.process(batch)
+    await rig.pipeline.process(batch)  # e.g. after a crash before the commit
+    assert len(rig.cards.get("c1")) == 2
+    assert len(sent(rig, rig.settings.topic_scores)) == 4
+    counts = await rig.terminals.counts("m0")
+    assert sum(counts[0].values()) == 1
+
+
+async def test_alerts_claimed_once_and_replays_checked_against_kafka() -> None:
+    rig = make(alert_threshold=0.0)  # every score alerts
+    checked: list[Any] = []
+
+    async def unpublished(replayed: Any) -> set[str]:
+        checked.extend(replayed)
+        return {"t1"}  # t0's alert is already in Kafka, t1's was lost with the old worker
+
+    rig.claims.unpublished = unpublished
+    await rig.pipeline.process([tx_record(0), tx_record(1)])
+    assert [a["tx_id"] for a in sent(rig, rig.settings.topic_alerts)] == ["t0", "t1"]
+    await rig.pipeline.process([tx_record(0), tx_record(1)])
+    assert [a["tx_id"] for a in sent(rig, rig.settings.topic_alerts)] == ["t0", "t1", "t1"]
+    assert [(tx, p) for tx, p, _ in checked] == [("t0", 0), ("t1", 0)]
+    assert all(isinstance(ms, int) for _, _, ms in checked)
+
+
+async def test_redis_down_scoring_continues_and_writes_catch_up() -> None:
+    rig = make(alert_threshold=0.0)
+    rig.redis.down = True
+    await rig.pipeline.process([tx_record(0), tx_record(1)])
+    assert len(sent(rig, rig.settings.topic_scores)) == 2
+    assert len(sent(rig, rig.settings.topic_alerts)) == 2  # sent unclaimed
+    assert rig.guard.degraded and rig.scored.pending == 2 and rig.terminals.pending_writes
+    rig.redis.down = False
+    await rig.pipeline.process([tx_record(2)])
+    assert not rig.guard.degraded and rig.scored.pending == 0
+    assert set(await rig.scored.get_many(["t0", "t1", "t2"])) == {"t0", "t1", "t2"}
+
+
+async def test_lost_lua_scripts_are_reloaded() -> None:
+    rig = make()
+    rig.redis.scripts_loaded = False  # Redis restarted empty
+    await rig.pipeline.process([tx_record(0)])
+    assert not rig.guard.degraded
+    assert sum((await rig.terminals.counts("m0"))[0].values()) == 1
+
+
+class _FailsOnBigAmounts:
+    """Wraps a scorer so that a batch containing an amount > 1000 raises."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.version, self.schema = inner, inner.version, inner.schema
+
+    def score_batch(self, X: np.ndarray) -> Any:
+        if (X[:, 0] > 1000).any():
+            raise FloatingPointError("model blew up")
+        return self.inner.score_batch(X)
+
+
+async def test_a_record_that_breaks_scoring_is_isolated() -> None:
+    rig = make(scorer=_FailsOnBigAmounts(small_scorer()))
+    await rig.pipeline.process([tx_record(0), tx_record(1, amount=5000.0), tx_record(2)])
+    assert [s["tx_id"] for s in sent(rig, rig.settings.topic_scores)] == ["t0", "t2"]
+    (letter,) = sent(rig, rig.settings.topic_dlq)
+    assert letter["error"] == "scoring_error" and letter["offset"] == 1
+
+
+async def test_model_swaps_between_batches_only() -> None:
+    rig = make()
+    await rig.pipeline.process([tx_record(0)])
+    rig.runtime.swap(small_scorer(version="v2", seed=1))
+    await rig.pipeline.process([tx_record(1), tx_record(2)])
+    versions = [s["model_version"] for s in sent(rig, rig.settings.topic_scores)]
+    assert versions == ["v1", "v2", "v2"]
+
+
+# --- acknowledgements ---------------------------------------------------------------------
+async def test_offsets_acked_only_when_delivered_and_state_flushed() -> None:
+    rig = make()
+    acked: list[int] = []
+    runner = BatchRunner(rig.pipeline, rig.cards, ack=lambda rs: acked.extend(r.offset for r in rs),
+                         max_batch=2, flush_interval_s=3600.0)  # fmt: skip
+    await runner.handle([tx_record(0), tx_record(1), tx_record(2)])
+    assert acked == [] and runner.unsettled == 3  # state not flushed yet
+    assert rig.emitter.sent["unit-card-state-changelog"] == []
+    await runner.tick()
+    assert acked == [0, 1, 2]
+    (change,) = rig.emitter.sent["unit-card-state-changelog"]
+    assert change[0] == 0 and orjson.loads(change[2])["o"] == 2
+    assert rig.table["c1"]["ts"] == rig.cards.get("c1").ts
+
+
+async def test_undelivered_outputs_are_reprocessed_before_ack() -> None:
+    rig = make()
+    acked: list[int] = []
+    runner = BatchRunner(rig.pipeline, rig.cards, ack=lambda rs: acked.extend(r.offset for r in rs),
+                         max_batch=10, flush_interval_s=0.0)  # fmt: skip
+    rig.emitter.fail_topics.add(rig.settings.topic_scores)
+    await runner.handle([tx_record(0)])
+    assert acked == []
+    rig.emitter.fail_topics.clear()
+    await runner.tick()
+    assert acked == [0]
+    assert [s["tx_id"] for s in sent(rig, rig.settings.topic_scores)] == ["t0", "t0"]
+
+
+def test_batch_consumer_relies_on_pinned_faust_internals() -> None:
+    # BatchConsumer uses these faust-streaming 0.15.3 internals; an upgrade must keep them.
+    assert issubclass(BatchConsumer, FaustConsumer)
+    assert inspect.iscoroutinefunction(FaustConsumer._wait_next_records)
+    assert inspect.iscoroutinefunction(FaustConsumer._add_gap)
+    source = inspect.getsource(FaustConsumer.__init__) + inspect.getsource(FaustConsumer)
+    for name in ("_acked", "_acked_index", "_committed_offset", "_read_offset",
+                 "_n_acked", "_waiting_for_ack", "_buffered_partitions"):  # fmt: skip
+        assert f"self.{name}" in source, name
+    assert "acked_index = self._acked_index[tp]" in inspect.getsource(FaustConsumer.ack)
+
+
+def test_terminal_cache_sweep_keeps_counts_just_loaded() -> None:
+    store = TerminalStore(None, prefix="p:", cache_ttl_s=0.0)
+    store.load({"m1": {b"t100": b"5"}}, now=0.0)
+    store.load({"m1": {b"t100": b"5"}}, now=10.0)  # a sweep is due at this load
+    assert store.features([("m1", 108)], now=10.0)[("m1", 108)][0] == 5.0
+
+
+# --- the Faust agent under test_context ----------------------------------------------------
+async def test_score_agent_in_stream_mode() -> None:
+    from streams.app import create_app
+
+    s = Settings(app_id="unit-agent", consume_mode="stream", max_batch=10, max_wait_s=0.01,
+                 alert_threshold=0.99, review_threshold=0.5)  # fmt: skip
+    app = create_app(s, scorer=small_scorer())
+    rig = make()
+    pipeline = app.rs.pipeline
+    for name in ("emitter", "redis"):
+        setattr(pipeline, name, getattr(rig, name))
+    pipeline.terminals.redis = pipeline.scored.redis = rig.redis
+    pipeline.guard.timeout_s = 1.0
+    app.rs.cards._send = rig.emitter.send_many
+    agent = app.agents["score"]
+    async with agent.test_context() as ctx:
+        for i in range(3):
+            r = tx_record(i)
+            await ctx.put(r.value, key=r.key, wait=False)
+        await ctx.put(b"garbage", key=b"c1", wait=False)
+        deadline = time.monotonic() + 5
+        while len(rig.emitter.sent[s.topic_scores]) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        while not rig.emitter.sent[s.topic_dlq] and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+    assert [orjson.loads(v)["tx_id"] for _, _, v in rig.emitter.sent[s.topic_scores]] == [
+        "t0", "t1", "t2"
+    ]
+    (letter,) = [orjson.loads(v) for _, _, v in rig.emitter.sent[s.topic_dlq]]
+    assert letter["error"] == "not_json"
