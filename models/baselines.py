@@ -62,6 +62,10 @@ class SklearnBaseline:
 
     def score(self, X: Any) -> FloatArray:  # noqa: N803
         X = np.asarray(X, dtype=np.float64)  # noqa: N806
+        if isinstance(self.estimator, RandomForestClassifier):
+            # Parallel prediction adds the trees up in thread order, so the float sums (and
+            # the scores' last digits) would change from run to run.
+            self.estimator.n_jobs = 1
         if hasattr(self.estimator, "predict_proba"):
             return np.asarray(self.estimator.predict_proba(X)[:, 1], dtype=np.float64)
         return np.asarray(self.estimator.decision_function(X), dtype=np.float64)

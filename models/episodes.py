@@ -19,6 +19,7 @@ from torch.func import functional_call
 from models.matching import FewShotModel
 
 MIXED = -1  # "scenario" of a task drawing frauds of every training scenario
+SYNTHETIC = -2  # "scenario" of a synthetic task cut from legit data
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class EpisodeConfig:
     segment_share: float = 0.25  # share of tasks restricted to one segment
     scenarios: Sequence[int] | None = None  # training scenarios; None = every one present
     hard_share: float = 0.0  # share of legit cases drawn from the hard-negative pool, if set
+    synthetic_share: float = 0.0  # share of synthetic tasks (see EpisodeSampler.synthetic)
 
 
 class EpisodeSampler:
@@ -124,6 +126,8 @@ class EpisodeSampler:
     def sample(self, rng: np.random.Generator) -> Episode:
         """One episode: pick a task, then disjoint support and query sets."""
         cfg, d = self.config, self.data
+        if cfg.synthetic_share > 0 and rng.random() < cfg.synthetic_share:
+            return self.synthetic(rng)
         scenario = MIXED if rng.random() < cfg.mixed_share else int(rng.choice(self.scenarios))
         lo = int(rng.integers(self.days[0], max(self.days[0] + 1, self.days[1] - cfg.window_days)))
         hi = lo + cfg.window_days
@@ -156,6 +160,33 @@ class EpisodeSampler:
         q_idx = np.concatenate([fraud_idx[1], legit_idx[1]])
         info = {"scenario": scenario, "days": (lo, hi), "segment": segment}
         return Episode.from_numpy(d.x[s_idx], d.y[s_idx], d.x[q_idx], d.y[q_idx], info)
+
+    def synthetic(self, rng: np.random.Generator, pool_size: int = 4000) -> Episode:
+        """A made-up pattern: among random legit rows, the few most extreme along a random
+        sparse direction of the feature space are the "fraud" class.
+
+        Training on these as well keeps every feature direction distinguishable in the
+        embedding, so a fraud pattern unlike the training scenarios (few-shot) is not
+        folded onto ordinary traffic.
+        """
+        cfg, d = self.config, self.data
+        pool = self.legit[
+            rng.choice(self.legit.size, min(pool_size, self.legit.size), replace=False)
+        ]
+        cols = rng.choice(d.x.shape[1], size=int(rng.integers(1, 4)), replace=False)
+        proj = d.x[pool][:, cols] @ rng.normal(size=cols.size).astype(np.float32)
+        order = np.argsort(-proj, kind="stable")
+        n_pos = cfg.support_fraud + cfg.query_fraud
+        positive, negative = pool[order[:n_pos]], pool[order[n_pos:]]
+        pos = self._split(rng, positive, cfg.support_fraud, cfg.query_fraud)
+        neg = self._split(rng, negative, cfg.support_legit, cfg.query_legit)
+        ones = np.ones(cfg.support_fraud + cfg.query_fraud, dtype=np.float32)
+        sy = np.r_[ones[: cfg.support_fraud], np.zeros(cfg.support_legit, np.float32)]
+        qy = np.r_[ones[: cfg.query_fraud], np.zeros(cfg.query_legit, np.float32)]
+        sx = d.x[np.concatenate([pos[0], neg[0]])]
+        qx = d.x[np.concatenate([pos[1], neg[1]])]
+        info = {"scenario": SYNTHETIC, "columns": cols.tolist()}
+        return Episode.from_numpy(sx, sy, qx, qy, info)
 
     def _with_hard(
         self, rng: np.random.Generator, legit_idx: tuple[np.ndarray, np.ndarray]

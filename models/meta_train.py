@@ -50,6 +50,7 @@ class MetaTrainConfig:
     inner_lr: float = 0.05
     reptile_step: float = 0.5
     grad_clip: float = 5.0
+    ema_decay: float = 0.998  # >0: return an exponential moving average of the weights
     hard_every: int = 0  # refresh the hard-negative pool every N episodes (0 = never)
     hard_pool: int = 2000
     hard_candidates: int = 40_000
@@ -107,6 +108,27 @@ def _reptile_step(model: FewShotModel, adapted: dict[str, torch.Tensor], step: f
                 p.add_(step * (adapted[name].detach() - p))
 
 
+class _Ema:
+    """Bias-corrected exponential moving average of a model's state (as Adam's moments),
+    so a short run averages all its iterates instead of leaning on the initialization."""
+
+    def __init__(self, model: FewShotModel, decay: float) -> None:
+        self.decay = decay
+        self.steps = 0
+        self.shadow = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+
+    def update(self, model: FewShotModel) -> None:
+        self.steps += 1
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+
+    def copy_to(self, model: FewShotModel) -> None:
+        if self.steps:
+            scale = 1.0 / (1.0 - self.decay**self.steps)
+            model.load_state_dict({k: v * scale for k, v in self.shadow.items()})
+
+
 def _hard_negatives(
     model: FewShotModel, sampler: EpisodeSampler, config: MetaTrainConfig, rng: np.random.Generator
 ) -> np.ndarray:
@@ -159,6 +181,7 @@ def meta_train(
         model = init if init is not None else build_model(config, data.x.shape[1])
         sampler = EpisodeSampler(data, config.episode)
         opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        ema = _Ema(model, config.ema_decay) if config.ema_decay > 0 else None
         model.train()
         for i in range(config.n_episodes):
             if config.hard_every and i and i % config.hard_every == 0:
@@ -184,8 +207,12 @@ def meta_train(
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 opt.step()
+            if ema is not None:
+                ema.update(model)
             if progress is not None:
                 progress(i, metrics)
+        if ema is not None:
+            ema.copy_to(model)
         model.eval()
         return model
     finally:

@@ -8,7 +8,9 @@ few Redis counters and runs when one trigger fires:
 * ``new_cases``: ``adapt_min_new_cases`` cases written since the last run (the case
   store's write sequence moved that far);
 * ``timer``: ``adapt_interval_s`` since the last run, with at least one new case;
-* ``drift``: a drift detector on any worker raised an alarm (:meth:`request`).
+* ``drift``: a drift detector on any worker raised an alarm (:meth:`request`); the
+  agent then adapts as soon as one new case is there (adapting needs new labels: without
+  them the candidate would be the current model again).
 
 A run (:meth:`AdaptationService.run_once`) adapts the *base* (meta-learned) model to the
 stored cases with the ``adapt_strategy`` setting and ``adapt_inner_steps``, validates the
@@ -31,14 +33,13 @@ import asyncio
 import contextlib
 import logging
 import math
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from models.artifacts import Artifact
-from streams.adaptation_support import SupportPolicy, adapt, validate
+from streams.adaptation_support import SupportPolicy, adapt, validate, warm_up
 from streams.case_store import CaseStore
 from streams.hot_swap import LABEL_TIME_METRIC
 from streams.metrics import METRICS, RiskstreamMetrics
@@ -46,14 +47,10 @@ from streams.model_registry import ModelRegistry, Send
 from streams.model_verification import verify_update
 from streams.records import ModelUpdate
 from streams.redis_conn import REDIS_ERRORS
+from streams.redis_lock import RedisLock
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"  # noqa: E501
-_RELEASE = (
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"  # noqa: E501
-)
 
 
 @dataclass(frozen=True)
@@ -81,31 +78,6 @@ class AdaptationResult:
             f"adaptation ({self.trigger}) {what} "
             f"(held-out AP {self.ap_candidate:.3f} vs {self.ap_current:.3f})"
         )
-
-
-class RedisLock:
-    """A lock with expiry, held by the worker whose random token it stores."""
-
-    def __init__(self, redis: Any, key: str, ttl_s: float) -> None:
-        self.redis = redis
-        self.key = key
-        self.ttl_ms = int(ttl_s * 1000)
-        self.token = secrets.token_hex(8)
-        self.held = False
-
-    async def acquire(self) -> bool:
-        """Take the lock if free, or renew it if already ours; True while we hold it."""
-        if self.held:
-            self.held = bool(await self.redis.eval(_RENEW, 1, self.key, self.token, self.ttl_ms))
-        if not self.held:
-            self.held = bool(await self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
-        return self.held
-
-    async def release(self) -> None:
-        """Give the lock up (only if it is still ours)."""
-        if self.held:
-            await self.redis.eval(_RELEASE, 1, self.key, self.token)
-            self.held = False
 
 
 class AdaptationService:
@@ -155,10 +127,13 @@ class AdaptationService:
         for key in (self.cases.seq_key, self.seq_key, self.last_run_key, self.drift_key):
             pipe.get(key)
         written, done, last_run, drift = await pipe.execute()
+        if last_run is None:  # the period starts with the first agent, not at epoch 0
+            await self.redis.set(self.last_run_key, now, nx=True)
+            last_run = now
         new = int(written or 0) - int(done or 0)
         if new >= self.settings.adapt_min_new_cases:
             return "new_cases"
-        if drift is not None and int(written or 0) > 0:
+        if drift is not None and new > 0:  # drift: adapt on any new case, not after N
             return "drift"
         if new > 0 and now - float(last_run or 0) >= self.settings.adapt_interval_s:
             return "timer"
@@ -178,7 +153,7 @@ class AdaptationService:
             result = AdaptationResult(
                 trigger, False, None, None, reason="error", info={"error": repr(exc)}
             )
-        result = _with_duration(result, time.perf_counter() - started)
+        result = replace(result, duration_s=time.perf_counter() - started)
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(self.seq_key, seq)
         pipe.set(self.last_run_key, time.time())
@@ -280,6 +255,7 @@ class AdaptationService:
         """Poll the triggers while holding the lock, until ``stopping()``; never raises."""
         renew_every = self.lock.ttl_ms / 3000.0
         renewed = 0.0
+        await asyncio.to_thread(warm_up, self.settings.adapt_strategy)
         try:
             while not stopping():
                 try:
@@ -301,10 +277,6 @@ class AdaptationService:
         finally:
             with contextlib.suppress(*REDIS_ERRORS):
                 await self.lock.release()
-
-
-def _with_duration(result: AdaptationResult, seconds: float) -> AdaptationResult:
-    return replace(result, duration_s=seconds)
 
 
 async def run_once(

@@ -14,9 +14,10 @@ unit-tested and timed on their own. :mod:`streams.adaptation` runs them off the 
   or ``steps`` inner gradient steps of a :mod:`models.adaptation` strategy on a small
   support, then the full support.
 * :func:`validate`: average precision of candidate and current model on held-out recent
-  labelled cases (plus a sample of old labelled cases, so a regression on known patterns
-  shows too), by ``folds``-fold cross-validation: each fold is scored by a candidate
-  adapted without it and by the current model with that fold removed from its support.
+  labelled cases (a class with too few of them is filled in from the base support), by
+  ``folds``-fold cross-validation: each fold is scored by a candidate adapted without it
+  and by the current model with that fold removed from its support. Analysts label known
+  patterns too, so a candidate that loses them shows as an AP drop.
 
 Examples
 --------
@@ -190,25 +191,48 @@ def adapt(
     return Candidate(model, base.transform, support, info)
 
 
+def warm_up(strategy: str) -> None:
+    """Run ``strategy`` once on a toy model, so the first real adaptation does not pay for
+    torch's lazy imports of the autograd paths (seconds, once per process).
+
+    >>> warm_up("refresh")  # nothing to load for a support refresh
+    """
+    if strategy == "refresh":
+        return
+    from models.encoder import Encoder
+
+    net = MatchingNetwork(Encoder(4, hidden=(4,), emb_dim=2))
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    chosen = strategy_from_name(STRATEGY_NAMES[strategy])
+    chosen.adapt(net, x, np.array([1, 1, 1, 0, 0, 0], dtype=np.float32), steps=1, seed=0)
+
+
 def validation_ids(
     cases: Sequence[Case],
     base: SupportSet,
     *,
     max_recent: int = 300,
+    min_recent: int = 5,
     n_old_fraud: int = 50,
     n_old_legit: int = 200,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Held-out pool: the newest stream cases of each class plus a sample of old cases."""
+    """Held-out pool: the newest labelled cases of each class (up to ``max_recent``).
+
+    A class with fewer than ``min_recent`` stream cases cannot be measured on them alone
+    (ten fresh frauds and no legit label is the usual start), so that class is filled in
+    with a seeded sample of the base support's cases (``n_old_fraud`` / ``n_old_legit``).
+    """
     newest = sorted(cases, key=lambda c: -c.seq)
-    chosen = [c for c in newest if c.label == 1][:max_recent]
-    chosen += [c for c in newest if c.label == 0][:max_recent]
-    taken = {c.tx_id for c in chosen}
-    rng = np.random.default_rng(seed)
+    chosen: list[Case] = []
     rows: list[int] = []
-    for label, n in ((1, n_old_fraud), (0, n_old_legit)):
-        pool = _rows(base, label, taken)
-        rows += sorted(rng.choice(pool, size=min(n, len(pool)), replace=False).tolist())
+    rng = np.random.default_rng(seed)
+    for label, n_old in ((1, n_old_fraud), (0, n_old_legit)):
+        recent = [c for c in newest if c.label == label][:max_recent]
+        chosen += recent
+        if len(recent) < min_recent:
+            pool = _rows(base, label, {c.tx_id for c in cases})
+            rows += sorted(rng.choice(pool, size=min(n_old, len(pool)), replace=False).tolist())
     x_new, y_new, ids_new = cases_arrays(chosen)
     x = np.concatenate([x_new.reshape(-1, base.x.shape[1]), base.x[rows]])
     y = np.concatenate([y_new, base.y[rows].astype(np.int64)])

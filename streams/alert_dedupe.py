@@ -32,6 +32,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.producer import kafka_client_kwargs
+from streams.resp import CommandBatch
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,13 @@ class AlertClaims:
         """Redis key of one claim."""
         return f"{self.prefix}alert:{tx_id}"
 
-    def queue_claims(self, pipe: Any, tx_ids: Sequence[str], now: float | None = None) -> None:
-        """Add one claim per ``tx_id`` to ``pipe`` (replies: previous value or ``None``)."""
-        stamp = str(int((time.time() if now is None else now) * 1000))
+    def queue_claims(
+        self, batch: CommandBatch, tx_ids: Sequence[str], now: float | None = None
+    ) -> None:
+        """Add one claim per ``tx_id`` to ``batch`` (replies: previous value or ``None``)."""
+        stamp = int((time.time() if now is None else now) * 1000)
         for tx_id in tx_ids:
-            pipe.set(self.key(tx_id), stamp, nx=True, get=True, ex=self.ttl_s)
+            batch.add("SET", self.key(tx_id), stamp, "NX", "GET", "EX", self.ttl_s)
 
     @staticmethod
     def parse_claim(value: Any) -> int | None:
@@ -108,7 +111,7 @@ class AlertClaims:
             wanted = {tx for ids in by_partition.values() for tx in ids}
             found: set[str] = set()
             todo = {}
-            for p, tp in tps.items():
+            for tp in tps.values():
                 start = starts.get(tp)
                 if start is not None and start.offset < ends[tp]:
                     consumer.seek(tp, start.offset)

@@ -212,6 +212,7 @@ class HotSwap:
     async def _consume(self, stopping: Callable[[], bool]) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
+        from streams.adaptation_report import topic_partitions
         from streams.producer import kafka_client_kwargs
         from streams.services.topics import create_topics
 
@@ -227,8 +228,7 @@ class HotSwap:
         )
         await consumer.start()
         try:
-            await consumer.topics()  # metadata of every topic, ours included
-            partitions = consumer.partitions_for_topic(topic) or {0}
+            partitions = await topic_partitions(consumer, topic) or {0}
             assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
             consumer.assign(assigned)
             await consumer.seek_to_end(*assigned)

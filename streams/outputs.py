@@ -43,9 +43,7 @@ def alert_reason(score: float, threshold: float, why: Why) -> str:
     """One line an analyst reads: the score, the threshold and the nearest labelled cases."""
     text = f"score {score:.3f} >= {threshold:.2f}"
     if why:
-        cases = ", ".join(
-            f"{c} ({'fraud' if lab else 'legit'}, {w:.0%})" for c, lab, w in why
-        )
+        cases = ", ".join(f"{c} ({'fraud' if lab else 'legit'}, {w:.0%})" for c, lab, w in why)
         text += f"; most similar: {cases}"
     return text
 

@@ -19,13 +19,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 import numpy as np
 from aiokafka.errors import KafkaError
 from redis.exceptions import NoScriptError
 
-from models.features import assemble_vector, card_features, day_index, tx_features
+from models.features import card_features, day_index, free_feature_values, tx_features
+from models.features.definitions import CARD_WINDOWS_DAYS
 from streams.alert_dedupe import AlertClaims
 from streams.emitter import Emitter, Message
 from streams.metrics import METRICS, RiskstreamMetrics
@@ -39,6 +40,7 @@ from streams.outputs import (
 )
 from streams.records import RecordError, Transaction, dead_letter, encode, parse_transaction
 from streams.redis_conn import RedisGuard
+from streams.resp import command_batch
 from streams.runtime import ScorerRuntime
 from streams.scored_store import ScoredStore, encode_entry
 from streams.settings import Settings
@@ -160,7 +162,9 @@ class ScorePipeline:
         dead: Dead = []
         for record in records:
             try:
-                tx = parse_transaction(record.value, max_bytes=max_bytes, max_features=max_features)
+                # a None value (tombstone) is the parser's to reject, with its reason
+                value = cast(bytes, record.value)
+                tx = parse_transaction(value, max_bytes=max_bytes, max_features=max_features)
             except RecordError as err:
                 dead.append((record, err))
                 continue
@@ -188,18 +192,17 @@ class ScorePipeline:
             await self.guard.attempt(lambda: self.terminals.fetch(missing))
         terminal = self.terminals.features(pairs)
 
-        X = np.empty((len(txs), schema.n_features), dtype=np.float32)
+        rows: list[list[float]] = []
         kept: list[int] = []
         learnt: list[tuple[str, int]] = []
-        cards = self.cards
+        cards, extra = self.cards, schema.extra_names
         for i, tx in enumerate(txs):
             record = inputs[i]
             try:
                 state = cards.get(tx.card_id)
                 card = card_features(state, tx.ts, tx.amount)
-                X[len(kept)] = assemble_vector(
-                    card, terminal[pairs[i]], tx_features(tx.ts, tx.amount), tx.features, schema
-                )
+                time_feats = tx_features(tx.ts, tx.amount)
+                rows.append(feature_row(card, terminal[pairs[i]], time_feats, tx.features, extra))
                 if cards.should_learn(tx.card_id, partition=record.partition, offset=record.offset):
                     state.learn_one(tx.ts, tx.amount)
                     cards.learnt(tx.card_id, partition=record.partition, offset=record.offset)
@@ -209,7 +212,11 @@ class ScorePipeline:
                 continue
             kept.append(i)
         self.terminals.add_transactions(learnt)
-        X = X[: len(kept)]
+        X = np.array(rows, dtype=np.float32).reshape(len(rows), -1)
+        if len(rows) and X.shape[1] != schema.n_features:
+            raise ValueError(
+                f"assembled {X.shape[1]} features, the model takes {schema.n_features}"
+            )
         started = time.perf_counter()
         scores, why = self._score_rows(scorer, X)
         scoring_s = time.perf_counter() - started
@@ -263,13 +270,14 @@ class ScorePipeline:
         messages: list[Message] = []
         alerts: list[tuple[InputRecord, Transaction, dict[str, Any]]] = []
         entries: dict[str, bytes] = {}
-        latencies = np.full(len(rows), np.nan)
+        latencies: list[float] = []
+        nan = float("nan")
         score_list = scores.tolist()
         for n, j in enumerate(rows):
             tx, record = txs[kept[j]], inputs[kept[j]]
             stamp = record.timestamp
-            if stamp is not None and stamp > 0:
-                latencies[n] = scored_at - stamp / 1000.0
+            latency = scored_at - stamp / 1000.0 if stamp is not None and stamp > 0 else nan
+            latencies.append(latency)
             s = score_list[j]
             value = score_value(
                 tx_id=tx.tx_id,
@@ -278,7 +286,7 @@ class ScorePipeline:
                 decision=decided[n],
                 model_version=version,
                 scored_at=scored_at,
-                latency_ms=round(float(latencies[n]) * 1000.0, 3) if stamp else 0.0,
+                latency_ms=round(latency * 1000.0, 3) if latency == latency else 0.0,
                 explanation=explanation_dicts(why[j]),
             )
             messages.append((record.partition, tx.tx_id.encode(), dumps(value)))
@@ -333,19 +341,24 @@ class ScorePipeline:
         ids = [tx.tx_id for _, tx, _ in alerts]
 
         async def write() -> list[Any]:
-            for attempt in (0, 1):
-                pipe = self.redis.pipeline(transaction=False)
-                self.terminals.queue_writes(pipe)
-                self.scored.queue_writes(pipe)
-                self.claims.queue_claims(pipe, ids)
-                try:
-                    replies: list[Any] = await pipe.execute()
-                    return replies
-                except NoScriptError:  # Redis restarted or flushed: load and write again
-                    if attempt:
-                        raise
-                    await self.terminals.load_scripts()
-            raise AssertionError("unreachable")  # pragma: no cover
+            batch = command_batch(self.redis)
+            increments = 0 if self.terminals.pending_writes else None  # EVALSHA goes first
+            self.terminals.queue_writes(batch)
+            self.scored.queue_writes(batch)
+            self.claims.queue_claims(batch, ids)
+            replies = await batch.execute()
+            if increments is not None and isinstance(replies[increments], NoScriptError):
+                # Redis restarted or was flushed: load the scripts and redo the increments
+                await self.terminals.load_scripts()
+                again = command_batch(self.redis)
+                self.terminals.queue_writes(again)
+                replies[increments : increments + 1] = (await again.execute())[:1]
+            for reply in replies:
+                if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
+                    raise reply
+            if increments is not None and isinstance(replies[increments], NoScriptError):
+                raise replies[increments]
+            return replies
 
         replies = await self.guard.attempt(write)
         if replies is None:
@@ -387,8 +400,32 @@ class ScorePipeline:
             return []
         try:
             return await self.emitter.send_many(topic, messages)
-        except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             raise EmitError(f"could not send to {topic}: {exc!r}") from exc
+
+
+N_CARD_WINDOW = 2 * len(CARD_WINDOWS_DAYS)
+
+
+def feature_row(
+    card: Sequence[float],
+    terminal: Sequence[float],
+    time_feats: Sequence[float],
+    free: dict[str, float] | None,
+    extra_names: Sequence[str],
+) -> list[float]:
+    """One feature vector in :func:`models.features.assemble_vector`'s layout, as a list.
+
+    The batch's rows become one array at once instead of one array per transaction; a
+    unit test holds this equal to ``assemble_vector``.
+
+    >>> feature_row([1.0] * 8, [2.0] * 6, (3.0, 0.0, 1.0), {"v": 5.0}, ["v"])[:4]
+    [3.0, 0.0, 1.0, 1.0]
+    """
+    row = [*time_feats, *card[:N_CARD_WINDOW], *terminal, *card[N_CARD_WINDOW:]]
+    if extra_names:
+        row += free_feature_values(free, extra_names)
+    return row
 
 
 def why_of(value: dict[str, Any]) -> list[tuple[str, int, float]]:

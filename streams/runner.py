@@ -188,7 +188,7 @@ class BatchRunner:
                 if futures is None:
                     return
                 head.futures = futures
-                continue
+                return  # checked again at the next batch or tick, not in a tight loop
             self._ack(head.records)
             self.acked += len(head.records)
             self._pending.popleft()

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from streams.resp import CommandBatch
+
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 200_000  # entries kept for a later write while Redis is down
@@ -121,8 +123,8 @@ class ScoredStore:
         """Entries buffered and not yet written."""
         return self._pending_n
 
-    def queue_writes(self, pipe: Any) -> int:
-        """Add the buffered entries to ``pipe`` (one HSET per bucket); commands added."""
+    def queue_writes(self, batch: CommandBatch) -> int:
+        """Add the buffered entries to ``batch`` (one HSET per bucket); commands added."""
         by_key: dict[str, dict[str, bytes]] = {}
         for stamp, entries in self._pending:
             key = self.key_at(stamp)
@@ -133,8 +135,8 @@ class ScoredStore:
                 bucket.update(entries)
         for key, mapping in by_key.items():
             bucket_no = int(key.rsplit(":", 1)[1])
-            pipe.hset(key, mapping=mapping)
-            pipe.expireat(key, (bucket_no + 1) * self.bucket_s + self.ttl_s)
+            batch.add("HSET", key, *[part for item in mapping.items() for part in item])
+            batch.add("EXPIREAT", key, (bucket_no + 1) * self.bucket_s + self.ttl_s)
         return 2 * len(by_key)
 
     def writes_done(self) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TableT
 
 from models.features import CardState
 from streams.settings import Settings
@@ -42,7 +43,7 @@ CARD_TABLE_NAME = "card-state"
 SendMany = Callable[[str, list[tuple[int | None, bytes | None, bytes]]], Awaitable[Any]]
 
 
-def define_card_table(app: faust.App, settings: Settings) -> faust.Table:
+def define_card_table(app: faust.App, settings: Settings) -> TableT[Any, Any]:
     """The per-card state table (JSON keys and values, in memory, changelog in Kafka)."""
     return app.Table(
         CARD_TABLE_NAME,

@@ -25,7 +25,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from models.features import LABEL_DELAY_DAYS, terminal_features
+from models.features import LABEL_DELAY_DAYS, terminal_window_days
+from models.features.definitions import TERMINAL_WINDOWS_DAYS
+from streams.resp import CommandBatch, command_batch, pairs
 
 Counts = tuple[dict[int, int], dict[int, int]]
 TerminalDay = tuple[str, int]
@@ -56,7 +58,11 @@ end
 return delta
 """
 
-_SHAS = {script: hashlib.sha1(script.encode()).hexdigest() for script in (_INCREMENTS, _APPLY_LABEL)}  # noqa: S324 - Redis names scripts by SHA-1
+# Redis names scripts by their SHA-1 (an identifier here, not a security measure).
+_SHAS = {
+    script: hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+    for script in (_INCREMENTS, _APPLY_LABEL)
+}
 
 
 def parse_counts(raw: Mapping[bytes, bytes]) -> Counts:
@@ -77,6 +83,64 @@ def parse_counts(raw: Mapping[bytes, bytes]) -> Counts:
     return tx, fraud
 
 
+class _Cumulative:
+    """Running totals of per-day counts, so any window's sum is two lookups."""
+
+    __slots__ = ("first", "totals")
+
+    def __init__(self, by_day: Mapping[int, int]) -> None:
+        self.first = min(by_day) if by_day else 0
+        last = max(by_day) if by_day else -1
+        running, totals = 0, []
+        for day in range(self.first, last + 1):
+            running += int(by_day.get(day, 0))
+            totals.append(running)
+        self.totals = totals
+
+    def through(self, day: int) -> int:
+        """Sum of the counts of every day up to and including ``day``."""
+        i = day - self.first
+        if i < 0 or not self.totals:
+            return 0
+        return self.totals[min(i, len(self.totals) - 1)]
+
+
+class TerminalCounts:
+    """One terminal's per-day counts, with running totals for its window features.
+
+    :meth:`features` is :func:`models.features.terminal_features` computed with the
+    totals: the same windows (:func:`~models.features.terminal_window_days`), the same
+    integer sums and the same division, so the same floats (a unit test holds the two
+    equal), in two lookups per window instead of a loop over its days.
+
+    >>> TerminalCounts({92: 4, 80: 6}, {92: 1}).features(100)
+    (4.0, 0.25, 4.0, 0.25, 10.0, 0.1)
+    """
+
+    __slots__ = ("tx", "fraud", "_tx", "_fraud")
+
+    def __init__(self, tx_by_day: Mapping[int, int], fraud_by_day: Mapping[int, int]) -> None:
+        self.tx = dict(tx_by_day)
+        self.fraud = dict(fraud_by_day)
+        self._tx = _Cumulative(self.tx)
+        self._fraud = _Cumulative(self.fraud)
+
+    def features(self, day: int) -> tuple[float, ...]:
+        """``(count_1d, risk_1d, count_7d, risk_7d, count_30d, risk_30d)`` on ``day``."""
+        tx, fraud = self._tx, self._fraud
+        out: list[float] = []
+        for w in TERMINAL_WINDOWS_DAYS:
+            days = terminal_window_days(day, w)
+            n = tx.through(days.stop - 1) - tx.through(days.start - 1)
+            f = fraud.through(days.stop - 1) - fraud.through(days.start - 1)
+            out.append(float(n))
+            out.append(f / n if n else 0.0)
+        return tuple(out)
+
+
+_NO_COUNTS = TerminalCounts({}, {})
+
+
 class TerminalStore:
     """Terminal counts: Redis is the truth; this object caches, batches and buffers.
 
@@ -95,7 +159,7 @@ class TerminalStore:
         self.redis = redis
         self.prefix = prefix
         self.cache_ttl_s = cache_ttl_s
-        self._counts: dict[str, tuple[float, Counts]] = {}
+        self._counts: dict[str, tuple[float, TerminalCounts]] = {}
         self._features: dict[TerminalDay, tuple[float, tuple[float, ...]]] = {}
         self._pending_tx: defaultdict[TerminalDay, int] = defaultdict(int)
         self._stale: dict[str, list[str]] = {}
@@ -125,12 +189,17 @@ class TerminalStore:
         """Load ``terminals``' counts from Redis in one pipelined round trip."""
         if not terminals:
             return
-        pipe = self.redis.pipeline(transaction=False)
+        batch = command_batch(self.redis)
         for terminal in terminals:
-            pipe.hgetall(self.key(terminal))
-        replies = await pipe.execute()
+            batch.add("HGETALL", self.key(terminal))
+        replies = await batch.execute()
         self.fetches += 1
-        self.load(dict(zip(terminals, replies, strict=True)))
+        loaded = {}
+        for terminal, reply in zip(terminals, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            loaded[terminal] = pairs(reply)
+        self.load(loaded)
 
     def load(self, replies: Mapping[str, Mapping[bytes, bytes]], now: float | None = None) -> None:
         """Cache raw ``HGETALL`` replies per terminal (drops their cached features)."""
@@ -138,7 +207,7 @@ class TerminalStore:
         self._maybe_sweep(now)
         for terminal, raw in replies.items():
             tx, fraud = parse_counts(raw)
-            self._counts[terminal] = (now, (tx, fraud))
+            self._counts[terminal] = (now, TerminalCounts(tx, fraud))
             if tx:  # days no window can read any more are deleted with the next writes
                 oldest = max(tx) - RETENTION_DAYS
                 stale = [f"{k}{d}" for k, m in (("t", tx), ("f", fraud)) for d in m if d < oldest]
@@ -161,13 +230,15 @@ class TerminalStore:
                 continue
             hit = self._features.get(pair)
             counts_entry = self._counts.get(pair[0])
-            if hit is not None and now - hit[0] < ttl and (
-                counts_entry is None or counts_entry[0] <= hit[0]
+            if (
+                hit is not None
+                and now - hit[0] < ttl
+                and (counts_entry is None or counts_entry[0] <= hit[0])
             ):
                 out[pair] = hit[1]
                 continue
-            tx, fraud = counts_entry[1] if counts_entry is not None else ({}, {})
-            feats = terminal_features(tx, fraud, pair[1])
+            counts = counts_entry[1] if counts_entry is not None else _NO_COUNTS
+            feats = counts.features(pair[1])
             stamp = counts_entry[0] if counts_entry is not None else now
             self._features[pair] = (stamp, feats)
             out[pair] = feats
@@ -189,8 +260,8 @@ class TerminalStore:
         """Buffered ``(terminal, day)`` increments not yet written."""
         return len(self._pending_tx)
 
-    def queue_writes(self, pipe: Any) -> int:
-        """Add the buffered increments to ``pipe``; returns how many commands were added.
+    def queue_writes(self, batch: CommandBatch) -> int:
+        """Add the buffered increments to ``batch``; returns how many commands were added.
 
         All increments of a batch are one ``EVALSHA`` (redis-py spends ~12 µs of Python per
         pipelined command; the server-side loop costs ~1 µs per increment). The buffer is
@@ -204,10 +275,10 @@ class TerminalStore:
                 keys.append(self.key(terminal))
                 args.append(f"t{day}")
                 args.append(inc)
-            pipe.evalsha(self._sha(_INCREMENTS), len(keys), *keys, *args)
+            batch.add("EVALSHA", self._sha(_INCREMENTS), len(keys), *keys, *args)
             n += 1
         for terminal, fields in self._stale.items():
-            pipe.hdel(self.key(terminal), *fields)
+            batch.add("HDEL", self.key(terminal), *fields)
             n += 1
         return n
 

@@ -21,7 +21,8 @@ def run_protocol(name: str, out_dir: Path, scale: str = "full") -> dict[str, Any
     out_dir
         Folder for the outputs (created), e.g. ``reports/handbook``.
     scale
-        ``"full"`` (the handbook's 5,000-card world) or ``"small"`` (tests).
+        ``"full"`` (the handbook's 5,000-card world; alias ``"handbook"``) or ``"small"``
+        (a 400-card world over the same dates, for tests).
 
     Returns
     -------
@@ -37,9 +38,19 @@ def run_protocol(name: str, out_dir: Path, scale: str = "full") -> dict[str, Any
         raise ValueError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)}")
     from models.evaluation import data
 
-    if scale not in data.SCALE_NAMES:
-        raise ValueError(f"unknown scale {scale!r}; choose from {', '.join(data.SCALE_NAMES)}")
-    out_dir = Path(out_dir)
+    scale = data.canonical_scale(scale)
+    import torch
+
+    # Small networks on two shared cores: a second intra-op thread only adds contention.
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(name, Path(out_dir), scale)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(name: str, out_dir: Path, scale: str) -> dict[str, Any]:
     if name == "handbook":
         from models.evaluation.handbook import run_handbook
 

@@ -21,6 +21,23 @@ from models.datasets.scenarios import new_scenarios
 from models.features import FeatureFrame, build_features
 
 SCALE_NAMES = ("full", "small")
+#: Other names accepted for a scale (``riskstream train`` calls the full world "handbook").
+SCALE_ALIASES = {"handbook": "full"}
+
+
+def canonical_scale(scale: str) -> str:
+    """``"full"`` or ``"small"``; raises ``ValueError`` for anything else.
+
+    >>> canonical_scale("handbook"), canonical_scale("small")
+    ('full', 'small')
+    """
+    name = SCALE_ALIASES.get(scale, scale)
+    if name not in SCALE_NAMES:
+        choices = ", ".join((*SCALE_NAMES, *SCALE_ALIASES))
+        raise ValueError(f"unknown scale {scale!r}; choose from {choices}")
+    return name
+
+
 HANDBOOK_START = "2018-04-01"
 
 
@@ -44,8 +61,7 @@ def simulator_config(scale: str, *, new_scenarios_from: str | None = None) -> Si
     >>> [s.code for s in simulator_config("small", new_scenarios_from="2018-08-01").scenarios]
     [1, 2, 3, 4, 5]
     """
-    if scale not in SCALE_NAMES:
-        raise ValueError(f"unknown scale {scale!r}; one of {', '.join(SCALE_NAMES)}")
+    scale = canonical_scale(scale)
     size: dict[str, int] = (
         {"n_customers": 5000, "n_terminals": 10_000, "n_days": 183}
         if scale == "full"
@@ -64,7 +80,7 @@ def budget(scale: str) -> Budget:
     >>> budget("small").seeds
     (0, 1)
     """
-    if scale == "full":
+    if canonical_scale(scale) == "full":
         return Budget()
     return Budget(n_episodes=150, seeds=(0, 1), tune=False, small_models=True)
 

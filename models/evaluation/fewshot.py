@@ -32,12 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from models.adaptation import AdaptedModel, FirstOrderMAML, RefreshSupport, Reptile, TransferFineTune
+from models.adaptation import (
+    AdaptedModel,
+    FirstOrderMAML,
+    RefreshSupport,
+    Reptile,
+    TransferFineTune,
+)
 from models.baselines import make_baseline
 from models.datasets import SCENARIO_NAMES
 from models.evaluation import data as eval_data
-from models.evaluation.fitting import N_JOBS, fit_head, grid_for
 from models.evaluation.fewshot_report import markdown, plots
+from models.evaluation.fitting import N_JOBS, fit_head, grid_for
 from models.evaluation.metrics import average_precision, recall_at_fpr
 from models.evaluation.report import write_report
 
@@ -68,7 +74,7 @@ def run_fewshot(out_dir: Path, scale: str = "full") -> dict[str, Any]:
     """Run the protocol, write ``report.json``, ``report.md`` and plots; return the JSON."""
     from models.evaluation.protocol import transaction_days
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     plan = eval_data.budget(scale)
     data = eval_data.load(scale, NEW_SCENARIOS_FROM)
     tx, x, y = data.tx, data.x, data.y
@@ -88,7 +94,9 @@ def run_fewshot(out_dir: Path, scale: str = "full") -> dict[str, Any]:
         s: {k: {m: [] for m in MODELS} for k in (0, *KS)} for s in HELD_OUT
     }
     for seed in plan.seeds:
-        mn = fit_head(tx, data.features, train, head="matching", seed=seed, n_episodes=plan.n_episodes)
+        mn = fit_head(
+            tx, data.features, train, head="matching", seed=seed, n_episodes=plan.n_episodes
+        )
         clf = fit_head(tx, data.features, train, head="mlp", seed=seed, n_episodes=plan.n_episodes)
         rng = np.random.default_rng([seed, 4242])
         orders = {s: rng.permutation(pool) for s, pool in pools.items()}
@@ -103,14 +111,17 @@ def run_fewshot(out_dir: Path, scale: str = "full") -> dict[str, Any]:
                 pop_in_eval = pop[in_eval & ~blocked]
                 for name, sc in scores.items():
                     yy, ss = y[pop], sc[pop_in_eval]
-                    raw[s][k][name].append((recall_at_fpr(yy, ss, MAX_FPR), average_precision(yy, ss)))
+                    raw[s][k][name].append(
+                        (recall_at_fpr(yy, ss, MAX_FPR), average_precision(yy, ss))
+                    )
 
     report = _summarize(raw, plan.seeds)
     report.update(
         {
             "protocol": "fewshot",
             "scale": scale,
-            "command": "riskstream evaluate fewshot" + ("" if scale == "full" else f" --scale {scale}"),
+            "command": "riskstream evaluate fewshot"
+            + ("" if scale == "full" else f" --scale {scale}"),
             "held_out_scenarios": {str(s): SCENARIO_NAMES[s] for s in HELD_OUT},
             "windows": {
                 "history": [str(end - np.timedelta64(plan.history_days, "D")), str(end - 1)],
@@ -128,6 +139,7 @@ def run_fewshot(out_dir: Path, scale: str = "full") -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     report["plots"] = plots(out_dir, report, KS)
     report["elapsed_seconds"] = round(time.perf_counter() - started, 1)
+    report["cpu_seconds"] = round(time.process_time() - cpu_started, 1)
     write_report(out_dir, report, markdown(report, KS))
     return report
 
@@ -180,13 +192,13 @@ def _score_all(
             adapted[name] = refresh.adapt(mn.model, base_x, base_y)
         adapted["transfer_finetune"] = refresh.adapt(clf.model, base_x[:1], base_y[:1])
     out: dict[str, np.ndarray] = {}
-    for name, model in adapted.items():
+    for name, net in adapted.items():
         q = query if name != "transfer_finetune" else clf.transform.transform(x[evaluate])
-        out[name] = np.asarray(model.predict_proba(q), dtype=np.float64)
+        out[name] = np.asarray(net.predict_proba(q), dtype=np.float64)
     rows = np.concatenate([np.flatnonzero(train), chosen])
     for name, params in (("logistic_regression", lr_params), ("random_forest", rf_params)):
-        model = make_baseline(name, seed=seed, n_jobs=N_JOBS, **params)
-        out[name] = model.fit(x[rows], y[rows]).score(x[evaluate])
+        baseline = make_baseline(name, seed=seed, n_jobs=N_JOBS, **params)
+        out[name] = baseline.fit(x[rows], y[rows]).score(x[evaluate])
     return out
 
 

@@ -90,7 +90,7 @@ def markdown(report: dict[str, Any], ks: Sequence[int]) -> str:
         "# Few-shot protocol: fraud scenarios never seen in training",
         "",
         f"Regenerate: `{report['command']}` (seeds {report['seeds']}; "
-        f"{report['elapsed_seconds']} s for this run).",
+        f"{report['elapsed_seconds']} s wall, {report['cpu_seconds']} s CPU for this run).",
         "",
         "## Protocol",
         "",

@@ -180,8 +180,8 @@ datetime.date(2018, 1, 5)))
     )
 
 
-def _as_date(day: np.datetime64) -> date:
-    return date.fromisoformat(str(np.datetime64(day, "D")))
+def _as_date(day: Any) -> date:
+    return date.fromisoformat(str(day.astype("datetime64[D]")))
 
 
 def _toy_transactions() -> pd.DataFrame:

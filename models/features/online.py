@@ -234,11 +234,38 @@ def assemble_vector(
     return np.asarray(values, dtype=np.float32)
 
 
+def features_for_transaction(
+    state: CardState,
+    tx_by_day: Mapping[int, int],
+    fraud_by_day: Mapping[int, int],
+    ts: float,
+    amount: float,
+    free_features: Mapping[str, float] | None,
+    schema: FeatureSchema,
+) -> np.ndarray:
+    """The whole online step for one transaction: its vector, then ``state.learn_one``.
+
+    ``tx_by_day`` / ``fraud_by_day`` are the terminal's per-day counts (the caller adds
+    this transaction to ``tx_by_day[day_index(ts)]`` afterwards, and its label to
+    ``fraud_by_day`` of that same day when the label arrives).
+
+    >>> s = CardState()
+    >>> v = features_for_transaction(s, {}, {}, 1000.0, 12.0, None, FeatureSchema())
+    >>> len(s), v.shape
+    (1, (17,))
+    """
+    card = card_features(state, ts, amount)
+    state.learn_one(ts, amount)
+    term = terminal_features(tx_by_day, fraud_by_day, day_index(ts))
+    return assemble_vector(card, term, tx_features(ts, amount), free_features, schema)
+
+
 __all__ = [
     "CardState",
     "assemble_vector",
     "card_features",
     "day_index",
+    "features_for_transaction",
     "free_feature_values",
     "terminal_features",
     "terminal_window_days",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import NoScriptError
 
@@ -47,7 +47,8 @@ async def apply_labels(rs: Riskstream, records: Sequence[InputRecord]) -> dict[s
     dead: list[tuple[InputRecord, RecordError]] = []
     for record in records:
         try:
-            labels.append((record, parse_label(record.value, max_bytes=rs.settings.max_message_bytes)))
+            raw = cast(bytes, record.value)  # None (tombstone) is the parser's to reject
+            labels.append((record, parse_label(raw, max_bytes=rs.settings.max_message_bytes)))
         except RecordError as err:
             dead.append((record, err))
     found = await rs.scored.get_many(list(dict.fromkeys(label.tx_id for _, label in labels)))
@@ -80,16 +81,16 @@ async def apply_labels(rs: Riskstream, records: Sequence[InputRecord]) -> dict[s
             dead.append((record, RecordError("unknown_tx_id", detail)))
     if dead:
         messages: list[Message] = []
-        for record, err in dead:
+        for record, reason in dead:
             letter = dead_letter(
                 record.value or b"",
-                err,
+                reason,
                 topic=record.topic,
                 partition=record.partition,
                 offset=record.offset,
             )
             messages.append((None, record.key, encode(letter)))
-            rs.metrics.record_dead_letter(err.reason)
+            rs.metrics.record_dead_letter(reason.reason)
         futures = await rs.emitter.send_many(rs.settings.topic_dlq, messages)
         await asyncio.gather(*futures)
     rs.metrics.record_labels(len(records))

@@ -8,9 +8,14 @@ every kind of bad update on blobs read back from Redis; and several hot-swap con
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 import torch
 from aiokafka import AIOKafkaProducer
+from rich.console import Console
 
 from models.artifacts import Artifact, SupportSet, sha256_hex
 from models.encoder import Encoder
@@ -25,6 +31,7 @@ from models.features.definitions import FeatureSchema
 from models.features.transform import FeatureTransform
 from models.matching import MatchingNetwork
 from models.scorer import Scorer
+from streams.cli.registry import _versions_table
 from streams.hot_swap import HotSwap
 from streams.model_registry import ModelRegistry, RegistryError
 from streams.model_verification import Reference, UpdateRejected, verify_update
@@ -123,7 +130,9 @@ async def test_prune_keeps_the_newest_and_the_current(registry: ModelRegistry) -
     assert await registry.fetch_weights(registry.weights_key("v0")) is None
 
 
-async def _stored(registry: ModelRegistry, version: str, blob: bytes, **changes: Any) -> ModelUpdate:
+async def _stored(
+    registry: ModelRegistry, version: str, blob: bytes, **changes: Any
+) -> ModelUpdate:
     update = ModelUpdate(
         version=version,
         parent="base",
@@ -207,7 +216,9 @@ async def test_every_worker_swaps_every_update(
 
         # bad updates: each refused by each worker, the current model keeps scoring
         for bad in (
-            await _stored(registry, "forged", tiny_artifact("forged").to_bytes(), signature="1" * 64),
+            await _stored(
+                registry, "forged", tiny_artifact("forged").to_bytes(), signature="1" * 64
+            ),
             await _stored(registry, "nan", tiny_artifact("nan", nan=True).to_bytes()),
         ):
             await registry.announce(bad, send)
@@ -236,3 +247,70 @@ async def test_every_worker_swaps_every_update(
         stop = True
         await asyncio.gather(*tasks)
         await producer.stop()
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("riskstream")), "model", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_cli_lists_and_rolls_back(
+    registry: ModelRegistry, settings: Callable[..., Settings], redis_url: str
+) -> None:
+    config = settings(create_topics=True, model_signing_key=KEY, app_id=registry.prefix[:-1])
+    registry.topic = config.topic_model_updates
+    send = Captured()
+    await registry.bootstrap(tiny_artifact("base"))
+    await registry.publish(
+        tiny_artifact("adapt-0001", seed=1), send, metrics={"validation_ap": 0.5}
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RISKSTREAM_")}
+    env |= {
+        "RISKSTREAM_STATE_DIR": str(config.state_dir),
+        "RISKSTREAM_REDIS_URL": redis_url,
+        "RISKSTREAM_APP_ID": config.app_id,
+        "RISKSTREAM_KAFKA_BOOTSTRAP_SERVERS": config.kafka_bootstrap_servers,
+        "RISKSTREAM_TOPIC_MODEL_UPDATES": config.topic_model_updates,
+        "RISKSTREAM_MODEL_SIGNING_KEY": KEY,
+    }
+    listed = await asyncio.to_thread(_cli, env, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["version"], r["current"]) for r in rows] == [("base", False), ("adapt-0001", True)]
+    console = Console(record=True, width=160)
+    console.print(_versions_table(await registry.list_versions()))  # the non-JSON view
+    shown = console.export_text()
+    assert "adapt-0001" in shown and "0.500" in shown and "startup model" in shown
+
+    rolled = await asyncio.to_thread(_cli, env, "rollback", "base")
+    assert rolled.returncode == 0, rolled.stderr
+    current = await registry.current()
+    assert current is not None and current.version == "base"
+    assert verify_update(current, await registry.fetch_weights(current.location), KEY)
+    records = await read_updates(config)
+    assert [r.version for r in records] == ["base"]  # the rollback was announced to workers
+
+    unknown = await asyncio.to_thread(_cli, env, "rollback", "nope")
+    assert unknown.returncode != 0 and "no model version 'nope'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+
+async def read_updates(config: Settings) -> list[ModelUpdate]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        tp = TopicPartition(config.topic_model_updates, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        batch = await consumer.getmany(tp, timeout_ms=5000)
+        return [parse_model_update(m.value) for m in batch.get(tp, [])]
+    finally:
+        await consumer.stop()

@@ -35,6 +35,9 @@ class FakeRedis:
     def pipeline(self, transaction: bool = False) -> FakePipeline:
         return FakePipeline(self)
 
+    def command_batch(self) -> FakeBatch:
+        return FakeBatch(self)
+
     async def script_load(self, script: str) -> str:
         self.scripts_loaded = True
         return terminal_store._SHAS[script]
@@ -121,6 +124,56 @@ class FakePipeline:
                 out.append(1)
             else:
                 raise AssertionError(f"unexpected pipelined command {name}")
+        r.executed += 1
+        return out
+
+
+class FakeBatch:
+    """``streams.resp.CommandBatch`` on the fake: raw commands, raw replies, errors in place."""
+
+    def __init__(self, redis: FakeRedis) -> None:
+        self.redis = redis
+        self.commands: list[tuple[Any, ...]] = []
+
+    def add(self, *args: Any) -> int:
+        self.commands.append(args)
+        return len(self.commands) - 1
+
+    def __len__(self) -> int:
+        return len(self.commands)
+
+    async def execute(self) -> list[Any]:
+        from redis.exceptions import ResponseError
+
+        r = self.redis
+        if r.down:
+            raise ConnectionError("Redis is down")
+        out: list[Any] = []
+        for name, *args in self.commands:
+            key = args[0] if args else None
+            try:
+                if name == "HGETALL":
+                    flat: list[bytes] = []
+                    for field, value in r.hashes.get(key, {}).items():
+                        flat += [field, value]
+                    out.append(flat)
+                elif name == "EVALSHA":
+                    out.append(r._evalsha(*args))
+                elif name == "SET":
+                    options = {str(a).upper() for a in args[2:]}
+                    out.append(r._set(key, args[1], "NX" in options, "GET" in options))
+                elif name == "HSET":
+                    mapping = {
+                        f.decode() if isinstance(f, bytes) else f: v
+                        for f, v in zip(args[1::2], args[2::2], strict=True)
+                    }
+                    out.append(r._hset(key, mapping))
+                elif name in ("EXPIRE", "EXPIREAT", "HDEL"):
+                    out.append(1)
+                else:
+                    raise AssertionError(f"unexpected command {name}")
+            except ResponseError as err:
+                out.append(err)
         r.executed += 1
         return out
 

@@ -47,8 +47,8 @@ def test_each_baseline_ranks_frauds_above_legit(name: str) -> None:
 @pytest.mark.parametrize("name", ["random_forest", "xgboost", "half_space_trees"])
 def test_same_seed_same_scores(name: str) -> None:
     X, y = _toy()
-    a = make_baseline(name, seed=3, **SMALL[name]).fit(X, y).score(X)
-    b = make_baseline(name, seed=3, **SMALL[name]).fit(X, y).score(X)
+    a = make_baseline(name, seed=3, n_jobs=2, **SMALL[name]).fit(X, y).score(X)
+    b = make_baseline(name, seed=3, n_jobs=2, **SMALL[name]).fit(X, y).score(X)
     np.testing.assert_array_equal(a, b)
 
 

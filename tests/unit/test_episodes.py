@@ -119,8 +119,10 @@ def test_meta_train_same_seed_same_weights() -> None:
     cfg = MetaTrainConfig(
         seed=5, n_episodes=15, hidden=(16,), emb_dim=8, episode=EpisodeConfig(8, 16, 8, 8)
     )
-    for algorithm, steps in (("episodic", 0), ("fomaml", 2), ("reptile", 2)):
-        c = cfg.with_(algorithm=algorithm, inner_steps=steps)
+    variants = (("episodic", 0, 0.0), ("episodic", 0, 0.9), ("fomaml", 2, 0.0), ("reptile", 2, 0.0))
+    for algorithm, steps, ema in variants:
+        c = cfg.with_(algorithm=algorithm, inner_steps=steps, ema_decay=ema)
+        c = c.with_(hard_every=5, hard_candidates=300, hard_pool=50)
         a, b = meta_train(c, data), meta_train(c, data)
         assert all(torch.equal(x, y) for x, y in zip(_weights(a), _weights(b), strict=True))
     other = meta_train(cfg.with_(seed=6), data)

@@ -20,6 +20,7 @@ from models.features import (
     card_features,
     day_index,
     epoch_seconds,
+    features_for_transaction,
     terminal_features,
     tx_features,
 )
@@ -89,6 +90,32 @@ def test_online_pieces_match_offline_builder_to_1e6() -> None:
     # the windows are not trivially empty
     assert off64.column("terminal_risk_30d").max() > 0
     assert off64.column("card_count_30d").max() > 10
+
+
+def test_features_for_transaction_is_the_same_online_step() -> None:
+    df = synthetic_transactions(n=800, n_days=50, seed=4).sort_values("ts", kind="stable")
+    schema = FeatureSchema.with_extras(["risk_score"])
+    cards: dict[int, CardState] = defaultdict(CardState)
+    tx_by_day: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    fraud_by_day: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    out = []
+    for r, ts in zip(df.to_dict("records"), epoch_seconds(df["ts"]), strict=True):
+        term = r["terminal_id"]
+        out.append(
+            features_for_transaction(
+                cards[r["card_id"]],
+                tx_by_day[term],
+                fraud_by_day[term],
+                float(ts),
+                r["amount"],
+                {"risk_score": r["risk_score"]},
+                schema,
+            )
+        )
+        tx_by_day[term][day_index(ts)] += 1
+        fraud_by_day[term][day_index(ts)] += int(r["is_fraud"])
+    offline = build_features(df, extra_feature_names=["risk_score"]).values
+    np.testing.assert_allclose(np.stack(out), offline, rtol=1e-6, atol=1e-6)
 
 
 def test_simulator_frame_online_matches_offline() -> None:

@@ -145,8 +145,11 @@ def test_config_scrapes_the_compose_workers_and_loads_the_rules() -> None:
         {"names": ["worker"], "type": "A", "port": port, "refresh_interval": "15s"}
     ]
     mounts = dict(v.split(":")[:2] for v in compose["services"]["prometheus"]["volumes"])
-    config_dir = Path(mounts["./ops/prometheus/prometheus.yml"]).parent
-    assert mounts["./ops/prometheus/rules.yml"] == str(config_dir / "rules.yml")
+    # The whole folder is mounted, so rules.yml and targets/ sit beside prometheus.yml.
+    assert mounts["./ops/prometheus"] == "/etc/prometheus"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in compose["services"]["prometheus"][
+        "command"
+    ]
 
 
 def test_install_script_is_idempotent_when_tools_are_present(promtool: str) -> None:

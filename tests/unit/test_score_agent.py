@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 import pytest
 from faust.transport.consumer import Consumer as FaustConsumer
+from streams_fakes import FakeEmitter, FakeRedis, small_scorer
 
 from models.features import CardState, card_features
 from streams.alert_dedupe import AlertClaims
@@ -39,7 +40,6 @@ from streams.scored_store import ScoredStore
 from streams.settings import Settings
 from streams.tables import CardStates
 from streams.terminal_store import TerminalStore
-from streams_fakes import FakeEmitter, FakeRedis, small_scorer
 
 TOPIC = "transactions"
 
@@ -73,22 +73,36 @@ def make(alert_threshold: float = 0.99, scorer: Any = None, **overrides: Any) ->
         guard=guard,
     )
     return SimpleNamespace(
-        settings=s, redis=redis, emitter=emitter, table=table, cards=cards,
-        terminals=terminals, scored=scored, claims=claims, guard=guard,
-        runtime=runtime, pipeline=pipeline,
-    )  # fmt: skip
+        settings=s,
+        redis=redis,
+        emitter=emitter,
+        table=table,
+        cards=cards,
+        terminals=terminals,
+        scored=scored,
+        claims=claims,
+        guard=guard,
+        runtime=runtime,
+        pipeline=pipeline,
+    )
 
 
-def tx_record(i: int, card: str = "c1", amount: float = 12.5, offset: int | None = None,
-              partition: int = 0, **changes: Any) -> RawRecord:  # fmt: skip
-    tx = Transaction(tx_id=f"t{i}", ts=1.7e9 + i * 60.0, card_id=card,
-                     terminal_id=f"m{i % 3}", amount=amount)  # fmt: skip
+def tx_record(
+    i: int,
+    card: str = "c1",
+    amount: float = 12.5,
+    offset: int | None = None,
+    partition: int = 0,
+    **changes: Any,
+) -> RawRecord:
+    tx = Transaction(
+        tx_id=f"t{i}", ts=1.7e9 + i * 60.0, card_id=card, terminal_id=f"m{i % 3}", amount=amount
+    )
     value = encode(tx)
     for k, v in changes.items():
         value = orjson.dumps({**orjson.loads(value), k: v})
     stamp = int(time.time() * 1000) - 5
-    return RawRecord(TOPIC, partition, i if offset is None else offset, stamp,
-                     card.encode(), value)  # fmt: skip
+    return RawRecord(TOPIC, partition, i if offset is None else offset, stamp, card.encode(), value)
 
 
 def raw(offset: int, value: bytes | None, key: bytes | None = b"c1") -> RawRecord:
@@ -103,13 +117,25 @@ def sent(rig: SimpleNamespace, topic: str) -> list[dict[str, Any]]:
 def test_fast_score_and_alert_bytes_equal_record_encoding() -> None:
     why = [("case1", 1, 0.75), ("case2", 0, 0.125)]
     value = score_value(
-        tx_id="t1", card_id="c1", score=0.875, decision="block", model_version="v3",
-        scored_at=1.7e9, latency_ms=2.5,
+        tx_id="t1",
+        card_id="c1",
+        score=0.875,
+        decision="block",
+        model_version="v3",
+        scored_at=1.7e9,
+        latency_ms=2.5,
         explanation=[{"case_id": c, "label": lab, "weight": w} for c, lab, w in why],
-    )  # fmt: skip
-    record = Score(tx_id="t1", card_id="c1", score=0.875, decision="block", model_version="v3",
-                   scored_at=1.7e9, latency_ms=2.5,
-                   explanation=[Explanation(case_id=c, label=lab, weight=w) for c, lab, w in why])  # fmt: skip
+    )
+    record = Score(
+        tx_id="t1",
+        card_id="c1",
+        score=0.875,
+        decision="block",
+        model_version="v3",
+        scored_at=1.7e9,
+        latency_ms=2.5,
+        explanation=[Explanation(case_id=c, label=lab, weight=w) for c, lab, w in why],
+    )
     assert dumps(value) == encode(record)
     assert parse_score(dumps(value)) == record
     reason = alert_reason(0.875, 0.8, why)
@@ -129,8 +155,11 @@ async def test_valid_scored_invalid_dead_lettered_with_reason() -> None:
         raw(4, b"\xff\xfe"),
         tx_record(5, amount=-1.0, offset=5),
         tx_record(6, offset=6, schema_version=7),
-        raw(7, encode(Transaction(tx_id="t7", ts=1.0, card_id="c1", terminal_id="m",
-                                  amount=1.0)), key=b"other"),  # fmt: skip
+        raw(
+            7,
+            encode(Transaction(tx_id="t7", ts=1.0, card_id="c1", terminal_id="m", amount=1.0)),
+            key=b"other",
+        ),
         tx_record(8, offset=8, features={f"f{i}": 1.0 for i in range(9)}),
         raw(9, b"x" * 5000),
         tx_record(10),
@@ -144,9 +173,15 @@ async def test_valid_scored_invalid_dead_lettered_with_reason() -> None:
         assert 0.0 <= s["score"] <= 1.0 and s["latency_ms"] >= 0.0
     reasons = {d["offset"]: d["error"] for d in sent(rig, rig.settings.topic_dlq)}
     assert reasons == {
-        1: "not_json", 3: "not_json", 4: "not_utf8", 5: "negative_amount",
-        6: "unknown_schema_version", 7: "bad_key", 8: "too_many_features", 9: "oversized",
-    }  # fmt: skip
+        1: "not_json",
+        3: "not_json",
+        4: "not_utf8",
+        5: "negative_amount",
+        6: "unknown_schema_version",
+        7: "bad_key",
+        8: "too_many_features",
+        9: "oversized",
+    }
     # per-card state learnt in arrival order; terminal counts and vectors written to Redis
     assert rig.cards.get("c1").ts == [1.7e9, 1.7e9 + 120.0, 1.7e9 + 600.0]
     counts = await rig.terminals.counts("m0")
@@ -249,8 +284,13 @@ async def test_model_swaps_between_batches_only() -> None:
 async def test_offsets_acked_only_when_delivered_and_state_flushed() -> None:
     rig = make()
     acked: list[int] = []
-    runner = BatchRunner(rig.pipeline, rig.cards, ack=lambda rs: acked.extend(r.offset for r in rs),
-                         max_batch=2, flush_interval_s=3600.0)  # fmt: skip
+    runner = BatchRunner(
+        rig.pipeline,
+        rig.cards,
+        ack=lambda rs: acked.extend(r.offset for r in rs),
+        max_batch=2,
+        flush_interval_s=3600.0,
+    )
     await runner.handle([tx_record(0), tx_record(1), tx_record(2)])
     assert acked == [] and runner.unsettled == 3  # state not flushed yet
     assert rig.emitter.sent["unit-card-state-changelog"] == []
@@ -264,15 +304,22 @@ async def test_offsets_acked_only_when_delivered_and_state_flushed() -> None:
 async def test_undelivered_outputs_are_reprocessed_before_ack() -> None:
     rig = make()
     acked: list[int] = []
-    runner = BatchRunner(rig.pipeline, rig.cards, ack=lambda rs: acked.extend(r.offset for r in rs),
-                         max_batch=10, flush_interval_s=0.0)  # fmt: skip
+    runner = BatchRunner(
+        rig.pipeline,
+        rig.cards,
+        ack=lambda rs: acked.extend(r.offset for r in rs),
+        max_batch=10,
+        flush_interval_s=0.0,
+    )
     rig.emitter.fail_topics.add(rig.settings.topic_scores)
     await runner.handle([tx_record(0)])
     assert acked == []
     rig.emitter.fail_topics.clear()
+    await runner.tick()  # reprocessed: delivered this time, acked at the next check
     await runner.tick()
     assert acked == [0]
-    assert [s["tx_id"] for s in sent(rig, rig.settings.topic_scores)] == ["t0", "t0"]
+    assert [s["tx_id"] for s in sent(rig, rig.settings.topic_scores)] == ["t0"] * 3
+    assert len(rig.cards.get("c1")) == 1  # reprocessing did not learn the card twice
 
 
 def test_batch_consumer_relies_on_pinned_faust_internals() -> None:
@@ -281,8 +328,15 @@ def test_batch_consumer_relies_on_pinned_faust_internals() -> None:
     assert inspect.iscoroutinefunction(FaustConsumer._wait_next_records)
     assert inspect.iscoroutinefunction(FaustConsumer._add_gap)
     source = inspect.getsource(FaustConsumer.__init__) + inspect.getsource(FaustConsumer)
-    for name in ("_acked", "_acked_index", "_committed_offset", "_read_offset",
-                 "_n_acked", "_waiting_for_ack", "_buffered_partitions"):  # fmt: skip
+    for name in (
+        "_acked",
+        "_acked_index",
+        "_committed_offset",
+        "_read_offset",
+        "_n_acked",
+        "_waiting_for_ack",
+        "_buffered_partitions",
+    ):
         assert f"self.{name}" in source, name
     assert "acked_index = self._acked_index[tp]" in inspect.getsource(FaustConsumer.ack)
 
@@ -298,8 +352,14 @@ def test_terminal_cache_sweep_keeps_counts_just_loaded() -> None:
 async def test_score_agent_in_stream_mode() -> None:
     from streams.app import create_app
 
-    s = Settings(app_id="unit-agent", consume_mode="stream", max_batch=10, max_wait_s=0.01,
-                 alert_threshold=0.99, review_threshold=0.5)  # fmt: skip
+    s = Settings(
+        app_id="unit-agent",
+        consume_mode="stream",
+        max_batch=10,
+        max_wait_s=0.01,
+        alert_threshold=0.99,
+        review_threshold=0.5,
+    )
     app = create_app(s, scorer=small_scorer())
     rig = make()
     pipeline = app.rs.pipeline
@@ -320,7 +380,9 @@ async def test_score_agent_in_stream_mode() -> None:
         while not rig.emitter.sent[s.topic_dlq] and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
     assert [orjson.loads(v)["tx_id"] for _, _, v in rig.emitter.sent[s.topic_scores]] == [
-        "t0", "t1", "t2"
+        "t0",
+        "t1",
+        "t2",
     ]
     (letter,) = [orjson.loads(v) for _, _, v in rig.emitter.sent[s.topic_dlq]]
     assert letter["error"] == "not_json"

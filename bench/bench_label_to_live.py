@@ -1,0 +1,227 @@
+"""Label → new weights live in every worker: p50/p95 over 20 adaptations with 2 workers.
+
+One run: a Kafka broker and a Valkey of its own, two ``riskstream worker`` processes in
+one group, and a steady trickle of simulated transactions (so micro-batches keep coming:
+a swap goes live at the next batch boundary). Each round labels ``--labels`` already
+scored transactions (the adaptation trigger, ``adapt_min_new_cases``) and waits until
+both workers report a new version live. The time of a round is the slower worker's
+``live_at`` minus the Kafka timestamp of the newest label (what each worker reports as
+``label_to_live_s``), split into label → published (the version's ``created_at``) and
+published → live. A round whose candidate the validation refused publishes nothing and
+is counted, not timed; rounds go on until ``--adaptations`` were published.
+
+Prints a table, writes ``bench/results/label_to_live.json`` (key ``label_to_live_s``).
+Never asserts on time.
+
+    .venv/bin/python -m bench.bench_label_to_live [--adaptations 20] [--rate 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+from adaptation_helpers import (  # noqa: E402
+    make_settings,
+    send_labels,
+    simulate_stream,
+    train_base_model,
+    worker_extra_env,
+)
+from pipeline_helpers import WorkerProcess  # noqa: E402
+
+from streams.adaptation import registry_of  # noqa: E402
+from streams.adaptation_report import wait_for_live  # noqa: E402
+from streams.producer import produce_transactions  # noqa: E402
+from streams.redis_conn import connect_redis  # noqa: E402
+from streams.services.kafka import KafkaBroker  # noqa: E402
+from streams.services.valkey import EmbeddedValkey  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "label_to_live.json"
+console = Console()
+
+
+@contextlib.contextmanager
+def services(root: Path) -> Iterator[tuple[str, str]]:
+    """A Kafka broker and a Valkey for this run only."""
+    broker = KafkaBroker(root / "kafka", owned=True)
+    valkey = EmbeddedValkey(root / "valkey", owned=True)
+    try:
+        broker.start()
+        valkey.start()
+        yield broker.bootstrap_servers, valkey.url
+    finally:
+        valkey.stop()
+        broker.stop()
+
+
+async def created_at(s: Settings, version: str) -> float | None:
+    redis = connect_redis(s)
+    try:
+        update = await registry_of(s, redis).get_update(version)
+        return update.created_at if update else None
+    finally:
+        await redis.aclose()
+
+
+async def rounds(
+    s: Settings, rows: Any, *, adaptations: int, labels: int, rate: float, max_rounds: int
+) -> list[dict[str, Any]]:
+    """Label, wait for the new version in both workers, repeat; one dict per round."""
+    sent = 0
+
+    def progress(n: int) -> None:
+        nonlocal sent
+        sent = n
+
+    records = [
+        (row, None)
+        for row in rows[["tx_id", "ts", "card_id", "terminal_id", "amount"]].to_dict("records")
+    ]
+    producing = asyncio.create_task(produce_transactions(s, records, rate=rate, progress=progress))
+    await asyncio.sleep(4.0)
+    out: list[dict[str, Any]] = []
+    used = 0
+    current, _ = await wait_for_live(s, 2, timeout_s=30)  # the startup model, in both
+    try:
+        while sum(r["published"] for r in out) < adaptations and len(out) < max_rounds:
+            scored = max(0, sent - int(2 * rate))  # sent at least 2 s ago: scored by now
+            pool = rows.iloc[used:scored]
+            picks = np.flatnonzero(pool.is_fraud.to_numpy() == 1)[:labels]
+            if len(picks) < labels:
+                await asyncio.sleep(0.5)
+                continue
+            frauds = pool.tx_id.iloc[picks].tolist()
+            used += int(picks[-1]) + 1
+            labelled_at = await send_labels(s, frauds)
+            version, live = await wait_for_live(s, 2, other_than=current, timeout_s=8.0)
+            if version is None or len(live) < 2:
+                out.append({"published": False, "labels_sent_at": labelled_at})
+                continue
+            made = await created_at(s, version)
+            per_worker = sorted(float(i["label_to_live_s"]) for i in live.values())
+            slowest = max(float(i["live_at"]) for i in live.values())
+            label_time = slowest - per_worker[-1]
+            out.append(
+                {
+                    "published": True,
+                    "version": version,
+                    "label_to_live_s": per_worker[-1],
+                    "per_worker_s": per_worker,
+                    "label_to_published_s": (made - label_time) if made else None,
+                    "published_to_live_s": (slowest - made) if made else None,
+                }
+            )
+            current = version
+            console.print(
+                f"round {len(out)}: {version} live in both workers "
+                f"{per_worker[-1]:.3f} s after the label"
+            )
+    finally:
+        producing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await producing
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--adaptations", type=int, default=20)
+    parser.add_argument("--labels", type=int, default=5, help="labels per round (the trigger)")
+    parser.add_argument("--rate", type=float, default=400.0, help="background tx/s")
+    parser.add_argument("--strategy", default="refresh", choices=("refresh", "maml", "reptile"))
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    with tempfile.TemporaryDirectory(prefix="bench-l2l-") as tmp:
+        root = Path(tmp)
+        df, stream = simulate_stream(n_customers=400, n_days=60, start_day=45, seed=5)
+        model = train_base_model(df, stream.start_day, root / "model")
+        with services(root) as (kafka, redis_url):
+            s = make_settings(
+                kafka,
+                redis_url,
+                root / "state",
+                model,
+                adapt_min_new_cases=args.labels,
+                adapt_strategy=args.strategy,
+            )
+            procs = [WorkerProcess(s, root / f"w{i}.log", **worker_extra_env()) for i in range(2)]
+            try:
+                for w in procs:
+                    w.wait_ready(timeout=120)
+                data = asyncio.run(
+                    rounds(
+                        s,
+                        stream.rows,
+                        adaptations=args.adaptations,
+                        labels=args.labels,
+                        rate=args.rate,
+                        max_rounds=2 * args.adaptations + 10,
+                    )
+                )
+            finally:
+                for w in procs:
+                    w.stop()
+    timed = [r for r in data if r["published"]]
+    lat = np.array([r["label_to_live_s"] for r in timed])
+    to_pub = np.array([r["label_to_published_s"] for r in timed if r["label_to_published_s"]])
+    to_live = np.array([r["published_to_live_s"] for r in timed if r["published_to_live_s"]])
+
+    def pct(a: np.ndarray, q: float) -> float | None:
+        return round(float(np.percentile(a, q)), 4) if a.size else None
+
+    result = {
+        "label_to_live_s": {
+            "p50": pct(lat, 50),
+            "p95": pct(lat, 95),
+            "max": pct(lat, 100),
+            "n": int(lat.size),
+        },
+        "label_to_published_s": {"p50": pct(to_pub, 50), "p95": pct(to_pub, 95)},
+        "published_to_live_s": {"p50": pct(to_live, 50), "p95": pct(to_live, 95)},
+        "rounds": len(data),
+        "rejected_rounds": len(data) - len(timed),
+        "config": {"workers": 2, **vars(args)},
+        "per_round": data,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    table = Table(title=f"label → live in both of 2 workers ({lat.size} adaptations)")
+    for col in ("span", "p50 (s)", "p95 (s)", "max (s)"):
+        table.add_column(col)
+    for name, arr in (
+        ("label → live", lat),
+        ("label → published", to_pub),
+        ("published → live", to_live),
+    ):
+        table.add_row(name, str(pct(arr, 50)), str(pct(arr, 95)), str(pct(arr, 100)))
+    table.caption = (
+        f"{len(data)} rounds, {len(data) - len(timed)} candidates refused by validation; "
+        f"goal: p95 <= 2 s; wrote {RESULTS.relative_to(REPO)}"
+    )
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

