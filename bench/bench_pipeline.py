@@ -70,11 +70,21 @@ def services(root: Path) -> Iterator[tuple[str, str]]:
         broker.stop()
 
 
-def model_dir(root: Path) -> tuple[Path, str]:
-    default = REPO / "artifacts" / "default"
-    if (default / "meta.json").is_file():
-        return default, "artifacts/default"
-    return tiny_artifact(root / "tiny-model"), "tiny test model (no artifacts/default yet)"
+def model_dir(root: Path, wanted: Path | None) -> tuple[Path, str]:
+    """The model to score with: ``--model``, else ``artifacts/default`` if it loads."""
+    from models.scorer import Scorer
+
+    candidate = wanted or REPO / "artifacts" / "default"
+    try:
+        Scorer.from_artifact(candidate)
+        return candidate, str(
+            candidate.relative_to(REPO) if candidate.is_relative_to(REPO) else candidate
+        )
+    except Exception as exc:  # noqa: BLE001 - any unloadable artifact: say so, use the tiny one
+        if wanted is not None:
+            raise
+        console.print(f"[yellow]{candidate} does not load ({exc}); using the tiny test model")
+    return tiny_artifact(root / "tiny-model"), "tiny test model (artifacts/default unusable)"
 
 
 def source(n: int, seed: int = 0) -> list[tuple[dict[str, Any], int | None]]:
@@ -94,6 +104,7 @@ async def raw_consume(s: Settings, n: int) -> tuple[float, float]:
         **kafka_client_kwargs(s),
         group_id=None,
         enable_auto_commit=False,
+        auto_offset_reset="earliest",
         max_partition_fetch_bytes=1 << 20,
     )
     await consumer.start()
@@ -101,7 +112,10 @@ async def raw_consume(s: Settings, n: int) -> tuple[float, float]:
         await consumer.seek_to_beginning()
         seen, loads = 0, orjson.loads
         started, cpu = time.perf_counter(), time.process_time()
+        deadline = time.monotonic() + 300
         while seen < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"raw consumer read only {seen}/{n}")
             batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
             for records in batch.values():
                 for record in records:
@@ -225,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--no-stream-mode", action="store_true")
+    parser.add_argument("--model", type=Path, default=None, help="model artifact folder")
     args = parser.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     with (
@@ -232,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         services(Path(tmp)) as (kafka, redis),
     ):
         root = Path(tmp)
-        model, model_name = model_dir(root)
+        model, model_name = model_dir(root, args.model)
         base = Settings(
             kafka_bootstrap_servers=kafka,
             redis_url=redis,

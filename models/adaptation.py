@@ -32,6 +32,24 @@ def _tensor(a: np.ndarray | Tensor) -> Tensor:
     return torch.as_tensor(np.asarray(a, dtype=np.float32)) if not isinstance(a, Tensor) else a
 
 
+def _group(group: np.ndarray | Tensor | None) -> Tensor | None:
+    if group is None:
+        return None
+    return group if isinstance(group, Tensor) else torch.as_tensor(np.asarray(group, np.int64))
+
+
+def _task(sx: Tensor, sy: Tensor, group: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The rows the gradient steps fit: with several fraud groups, the legit cases and the
+    newest group (highest id) only, so the steps learn the new pattern."""
+    if group is None:
+        return sx, sy
+    fraud_groups = group[sy > 0.5]
+    if fraud_groups.numel() == 0 or bool((fraud_groups == fraud_groups[0]).all()):
+        return sx, sy
+    keep = (sy <= 0.5) | (group == fraud_groups.max())
+    return sx[keep], sy[keep]
+
+
 @dataclass
 class AdaptedModel:
     """A model with the support set it scores against.
@@ -48,6 +66,7 @@ class AdaptedModel:
     support_x: Tensor
     support_y: Tensor
     info: dict[str, Any] = field(default_factory=dict)
+    support_group: Tensor | None = None
 
     def predict_proba(self, x: np.ndarray | Tensor, batch_size: int = 8192) -> np.ndarray:
         """``p(fraud)`` of standardized features ``x[N, F]``."""
@@ -56,7 +75,10 @@ class AdaptedModel:
         out = []
         with torch.no_grad():
             for i in range(0, xt.shape[0], batch_size):
-                out.append(self.model(xt[i : i + batch_size], self.support_x, self.support_y))
+                q = xt[i : i + batch_size]
+                out.append(
+                    self.model(q, self.support_x, self.support_y, support_group=self.support_group)
+                )
         return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
@@ -74,8 +96,13 @@ class AdaptationStrategy(ABC):
         *,
         steps: int,
         seed: int,
+        support_group: np.ndarray | Tensor | None = None,
     ) -> AdaptedModel:
-        """Adapt ``model`` (left untouched) to the support set."""
+        """Adapt ``model`` (left untouched) to the support set.
+
+        ``support_group`` tags fraud patterns for scoring (see ``MatchingNetwork``); the
+        gradient steps use the support as one task.
+        """
 
 
 class RefreshSupport(AdaptationStrategy):
@@ -91,9 +118,16 @@ class RefreshSupport(AdaptationStrategy):
         *,
         steps: int = 0,
         seed: int = 0,
+        support_group: np.ndarray | Tensor | None = None,
     ) -> AdaptedModel:
         """Same weights, new support."""
-        return AdaptedModel(model, _tensor(support_x), _tensor(support_y), {"strategy": self.name})
+        return AdaptedModel(
+            model,
+            _tensor(support_x),
+            _tensor(support_y),
+            {"strategy": self.name},
+            _group(support_group),
+        )
 
 
 def _load_params(model: FewShotModel, params: dict[str, Tensor]) -> FewShotModel:
@@ -108,7 +142,7 @@ def _load_params(model: FewShotModel, params: dict[str, Tensor]) -> FewShotModel
 
 @dataclass
 class FirstOrderMAML(AdaptationStrategy):
-    """``steps`` first-order MAML inner steps (SGD, ``inner_lr``) on the whole support."""
+    """``steps`` first-order MAML inner steps (SGD, ``inner_lr``) on the support."""
 
     inner_lr: float = 0.05
     name = "fomaml"
@@ -121,15 +155,17 @@ class FirstOrderMAML(AdaptationStrategy):
         *,
         steps: int = 5,
         seed: int = 0,
+        support_group: np.ndarray | Tensor | None = None,
     ) -> AdaptedModel:
         """Inner loop from the meta-learned weights."""
         torch.manual_seed(seed)
         sx, sy = _tensor(support_x), _tensor(support_y)
+        tx, ty = _task(sx, sy, _group(support_group))
         model.train()
-        params, losses = inner_loop(model, sx, sy, steps=steps, lr=self.inner_lr)
+        params, losses = inner_loop(model, tx, ty, steps=steps, lr=self.inner_lr)
         model.eval()
         info = {"strategy": self.name, "support_losses": losses}
-        return AdaptedModel(_load_params(model, params), sx, sy, info)
+        return AdaptedModel(_load_params(model, params), sx, sy, info, _group(support_group))
 
 
 def _balanced_batch(y: Tensor, size: int, gen: torch.Generator) -> Tensor:
@@ -161,18 +197,20 @@ class Reptile(AdaptationStrategy):
         *,
         steps: int = 5,
         seed: int = 0,
+        support_group: np.ndarray | Tensor | None = None,
     ) -> AdaptedModel:
         """``θ + ε(θ' − θ)`` after ``steps`` mini-batch steps."""
         gen = torch.Generator().manual_seed(seed)
         sx, sy = _tensor(support_x), _tensor(support_y)
+        tx, ty = _task(sx, sy, _group(support_group))
         start = {k: v.detach().clone() for k, v in model.named_parameters()}
         work = copy.deepcopy(model)
         work.train()
         opt = torch.optim.SGD(work.parameters(), lr=self.inner_lr)
         losses = []
         for _ in range(steps):
-            idx = _balanced_batch(sy, self.batch_size, gen)
-            loss = support_loss(work, dict(work.named_parameters()), sx[idx], sy[idx])
+            idx = _balanced_batch(ty, self.batch_size, gen)
+            loss = support_loss(work, dict(work.named_parameters()), tx[idx], ty[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -181,7 +219,8 @@ class Reptile(AdaptationStrategy):
             for k, p in work.named_parameters():
                 p.copy_(start[k] + self.epsilon * (p - start[k]))
         work.eval()
-        return AdaptedModel(work, sx, sy, {"strategy": self.name, "support_losses": losses})
+        info = {"strategy": self.name, "support_losses": losses}
+        return AdaptedModel(work, sx, sy, info, _group(support_group))
 
 
 @dataclass
@@ -199,22 +238,25 @@ class TransferFineTune(AdaptationStrategy):
         *,
         steps: int = 50,
         seed: int = 0,
+        support_group: np.ndarray | Tensor | None = None,
     ) -> AdaptedModel:
         """Fine-tune every weight for ``steps`` full-batch Adam steps."""
         torch.manual_seed(seed)
         sx, sy = _tensor(support_x), _tensor(support_y)
+        tx, ty = _task(sx, sy, _group(support_group))
         work = copy.deepcopy(model)
         work.train()
         opt = torch.optim.Adam(work.parameters(), lr=self.lr)
         losses = []
         for _ in range(steps):
-            loss = support_loss(work, dict(work.named_parameters()), sx, sy)
+            loss = support_loss(work, dict(work.named_parameters()), tx, ty)
             opt.zero_grad()
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
         work.eval()
-        return AdaptedModel(work, sx, sy, {"strategy": self.name, "support_losses": losses})
+        info = {"strategy": self.name, "support_losses": losses}
+        return AdaptedModel(work, sx, sy, info, _group(support_group))
 
 
 STRATEGIES: dict[str, type[AdaptationStrategy]] = {

@@ -46,20 +46,22 @@ class ArtifactError(ValueError):
 
 @dataclass(frozen=True)
 class SupportSet:
-    """Labelled cases the matching network attends over: raw features, labels, case ids.
+    """Labelled cases the matching network attends over: raw features, labels, case ids,
+    and a fraud-pattern group per case (0 for all by default; legit cases ignore it).
 
-    >>> s = SupportSet.build(np.zeros((2, 3)), [1, 0], ["a", "b"])
-    >>> len(s), s.n_fraud
-    (2, 1)
+    >>> s = SupportSet.build(np.zeros((3, 3)), [1, 1, 0], ["a", "b", "c"], group=[0, 1, 0])
+    >>> len(s), s.n_fraud, s.n_groups
+    (3, 2, 2)
     """
 
     x: np.ndarray
     y: np.ndarray
     case_ids: tuple[str, ...]
+    group: np.ndarray
 
     @classmethod
-    def build(cls, x: Any, y: Any, case_ids: Any) -> SupportSet:
-        """Validate and copy to float32 arrays and string ids."""
+    def build(cls, x: Any, y: Any, case_ids: Any, group: Any = None) -> SupportSet:
+        """Validate and copy to float32 arrays, string ids and int64 groups."""
         xa = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
         ya = np.asarray(y, dtype=np.float32).reshape(-1)
         ids = tuple(str(c) for c in case_ids)
@@ -67,7 +69,24 @@ class SupportSet:
             raise ValueError(f"support shapes disagree: x {xa.shape}, y {ya.shape}, {len(ids)} ids")
         if not (np.isfinite(xa).all() and np.isin(ya, (0.0, 1.0)).all()):
             raise ValueError("support features must be finite and labels 0/1")
-        return cls(xa, ya, ids)
+        ga = np.zeros(len(ids), np.int64) if group is None else np.asarray(group).reshape(-1)
+        if ga.shape != ya.shape or not np.all(np.isfinite(ga)) or np.any(ga != np.round(ga)):
+            raise ValueError("support groups must be one integer per case")
+        return cls(xa, ya, ids, ga.astype(np.int64))
+
+    @property
+    def n_groups(self) -> int:
+        """Number of distinct fraud groups."""
+        return int(np.unique(self.group[self.y > 0.5]).size)
+
+    def concat(self, other: SupportSet) -> SupportSet:
+        """Both supports' cases (e.g. the base support plus a new pattern's group)."""
+        return SupportSet.build(
+            np.concatenate([self.x, other.x]),
+            np.concatenate([self.y, other.y]),
+            self.case_ids + other.case_ids,
+            np.concatenate([self.group, other.group]),
+        )
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -125,6 +144,7 @@ def _tensors(model: FewShotModel, support: SupportSet) -> dict[str, np.ndarray]:
     out = {f"model.{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     out["support.x"] = support.x
     out["support.y"] = support.y
+    out["support.group"] = support.group
     return {k: np.array(v, dtype=np.float32, order="C") for k, v in out.items()}
 
 
@@ -235,6 +255,7 @@ def _assemble(tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> Artifact:
     s = len(meta.get("support_case_ids", []))
     expected["support.x"] = (s, schema.n_features)
     expected["support.y"] = (s,)
+    expected["support.group"] = (s,)
     if set(tensors) != set(expected):
         missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
         raise ArtifactError(f"tensor names differ from the model: missing {missing}, extra {extra}")
@@ -254,7 +275,10 @@ def _assemble(tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> Artifact:
     model.eval()
     try:
         support = SupportSet.build(
-            tensors["support.x"], tensors["support.y"], meta["support_case_ids"]
+            tensors["support.x"],
+            tensors["support.y"],
+            meta["support_case_ids"],
+            tensors["support.group"],
         )
     except ValueError as exc:
         raise ArtifactError(f"bad support set: {exc}") from None

@@ -24,6 +24,7 @@ class Encoder(nn.Module):
     dropout
         Dropout after each hidden layer while training (none when scoring).
 
+    >>> import torch
     >>> enc = Encoder(17, hidden=(8,), emb_dim=4)
     >>> z = enc(torch.zeros(3, 17))
     >>> tuple(z.shape), bool(torch.allclose(z.norm(dim=1), torch.ones(3)))
@@ -80,6 +81,7 @@ class Encoder(nn.Module):
 def numpy_embed(layers: Sequence[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
     """The encoder's forward pass in numpy (ReLU between layers, L2-normalized output).
 
+    >>> import torch
     >>> enc = Encoder(5, hidden=(4,), emb_dim=3)
     >>> x = np.random.default_rng(0).normal(size=(2, 5)).astype(np.float32)
     >>> ref = enc(torch.from_numpy(x)).detach().numpy()

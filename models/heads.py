@@ -45,7 +45,12 @@ class PrototypicalHead(FewShotModel):
         self.log_tau = nn.Parameter(torch.tensor(math.log(temperature), dtype=torch.float32))
 
     def log_proba(
-        self, query_x: Tensor, support_x: Tensor, support_y: Tensor, exclude: Tensor | None = None
+        self,
+        query_x: Tensor,
+        support_x: Tensor,
+        support_y: Tensor,
+        exclude: Tensor | None = None,
+        support_group: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Per-query prototypes (leave-one-out aware), then a two-way softmax."""
         f, g = self.encoder(query_x), self.encoder(support_x)
@@ -86,7 +91,12 @@ class SiameseHead(FewShotModel):
         return self.pair(diff).squeeze(-1)
 
     def log_proba(
-        self, query_x: Tensor, support_x: Tensor, support_y: Tensor, exclude: Tensor | None = None
+        self,
+        query_x: Tensor,
+        support_x: Tensor,
+        support_y: Tensor,
+        exclude: Tensor | None = None,
+        support_group: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Mean pair logit per class, then a two-way softmax."""
         s = self.pair_logits(self.encoder(query_x), self.encoder(support_x))
@@ -118,7 +128,12 @@ class ClassifierHead(FewShotModel):
         self.out = nn.Linear(encoder.emb_dim, 1)
 
     def log_proba(
-        self, query_x: Tensor, support_x: Tensor, support_y: Tensor, exclude: Tensor | None = None
+        self,
+        query_x: Tensor,
+        support_x: Tensor,
+        support_y: Tensor,
+        exclude: Tensor | None = None,
+        support_group: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``log σ(z)``, ``log σ(−z)`` of the logistic layer's output ``z``."""
         z = self.out(self.encoder(query_x)).squeeze(-1) * 10.0  # unit-norm inputs: widen range

@@ -28,38 +28,87 @@ class FewShotModel(nn.Module):
 
     Subclasses implement :meth:`log_proba`; ``exclude[Q, S]`` (bool) hides support items
     from a query (leave-one-out when the query is the support set itself).
+    ``support_group[S]`` (ints) splits the fraud cases into patterns, each weighed as a
+    class of its own (see :class:`MatchingNetwork`); heads without that notion ignore it.
     """
 
     kind = "base"
     encoder: Encoder
 
     def log_proba(
-        self, query_x: Tensor, support_x: Tensor, support_y: Tensor, exclude: Tensor | None = None
+        self,
+        query_x: Tensor,
+        support_x: Tensor,
+        support_y: Tensor,
+        exclude: Tensor | None = None,
+        support_group: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``(log p(fraud), log p(legit))`` of every query, each ``[Q]``."""
         raise NotImplementedError
 
     def forward(
-        self, query_x: Tensor, support_x: Tensor, support_y: Tensor, exclude: Tensor | None = None
+        self,
+        query_x: Tensor,
+        support_x: Tensor,
+        support_y: Tensor,
+        exclude: Tensor | None = None,
+        support_group: Tensor | None = None,
     ) -> Tensor:
         """``p(fraud)`` of every query, ``[Q]``."""
-        return self.log_proba(query_x, support_x, support_y, exclude)[0].exp()
+        return self.log_proba(query_x, support_x, support_y, exclude, support_group)[0].exp()
 
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model (see ``models.heads.model_from_config``)."""
         raise NotImplementedError
 
 
-def class_log_prior(support_y: Tensor) -> Tensor:
-    """``-log n_c`` for each support item's class (items weighted so classes tie).
+def class_log_prior(support_y: Tensor, support_group: Tensor | None = None) -> Tensor:
+    """``-log n`` for each support item, ``n`` the size of its class (legit) or, with
+    ``support_group``, of its fraud group: every class / fraud pattern weighs the same.
 
     >>> [round(v, 4) for v in class_log_prior(torch.tensor([1.0, 0.0, 0.0, 0.0])).exp().tolist()]
     [1.0, 0.3333, 0.3333, 0.3333]
+    >>> y, grp = torch.tensor([1.0, 1, 1, 0]), torch.tensor([0, 0, 1, 0])
+    >>> [round(v, 4) for v in class_log_prior(y, grp).exp().tolist()]
+    [0.5, 0.5, 1.0, 1.0]
     """
     y = support_y.float()
-    n1 = y.sum().clamp_min(1.0)
     n0 = (1.0 - y).sum().clamp_min(1.0)
-    return -(y * n1.log() + (1.0 - y) * n0.log())
+    if support_group is None:
+        n1 = y.sum().clamp_min(1.0)
+        return -(y * n1.log() + (1.0 - y) * n0.log())
+    fraud = y > 0.5
+    _, inverse, counts = torch.unique(support_group, return_inverse=True, return_counts=True)
+    fraud_counts = torch.zeros_like(counts, dtype=torch.float32).index_add_(
+        0, inverse, fraud.float()
+    )
+    n_item = torch.where(fraud, fraud_counts[inverse].clamp_min(1.0), n0)
+    return -n_item.log()
+
+
+def grouped_log_proba(
+    logits: Tensor, support_y: Tensor, support_group: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``p(fraud) = max_g F_g / (F_g + L)``: each fraud group against the legit cases.
+
+    ``logits`` must already carry :func:`class_log_prior` (with the groups), so ``F_g``
+    and ``L`` are the mean attention mass of group ``g`` and of the legit cases. With
+    one group this is exactly :func:`attention_log_proba`.
+    """
+    fraud = support_y > 0.5
+    neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype)
+    lse_legit = torch.logsumexp(logits.masked_fill(fraud[None, :], neg_inf), dim=1)
+    per_group = [
+        torch.logsumexp(
+            logits.masked_fill(~(fraud & (support_group == g))[None, :], neg_inf), dim=1
+        )
+        for g in torch.unique(support_group[fraud]).tolist()
+    ]
+    if not per_group:
+        return torch.full_like(lse_legit, LOG_EPS), torch.zeros_like(lse_legit)
+    best = torch.stack(per_group, dim=1).max(dim=1).values
+    norm = torch.logaddexp(best, lse_legit)
+    return (best - norm).clamp_min(LOG_EPS), (lse_legit - norm).clamp_min(LOG_EPS)
 
 
 def attention_log_proba(logits: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor]:
@@ -139,34 +188,60 @@ class MatchingNetwork(FewShotModel):
             r = torch.softmax(h @ g.T, dim=1) @ g
         return F.normalize(h, dim=-1, eps=1e-8)
 
-    def logits_from_embeddings(self, f: Tensor, g: Tensor, support_y: Tensor) -> Tensor:
+    def logits_from_embeddings(
+        self, f: Tensor, g: Tensor, support_y: Tensor, support_group: Tensor | None = None
+    ) -> Tensor:
         """Attention logits ``[Q, S]``: ``cos / τ`` plus the class-balance bias."""
         logits = (f @ g.T) / self.temperature
         if self.class_balance:
-            logits = logits + class_log_prior(support_y)[None, :]
+            logits = logits + class_log_prior(support_y, support_group)[None, :]
         return logits
 
     def logits(
-        self, query_x: Tensor, support_x: Tensor, support_y: Tensor, exclude: Tensor | None = None
+        self,
+        query_x: Tensor,
+        support_x: Tensor,
+        support_y: Tensor,
+        exclude: Tensor | None = None,
+        support_group: Tensor | None = None,
     ) -> Tensor:
         """Attention logits ``[Q, S]``; excluded pairs get ``-inf``."""
         g = self.embed_support(support_x)
-        out = self.logits_from_embeddings(self.embed_query(query_x, g), g, support_y)
+        out = self.logits_from_embeddings(self.embed_query(query_x, g), g, support_y, support_group)
         if exclude is not None:
             out = out.masked_fill(exclude, float("-inf"))
         return out
 
     def attention(
-        self, query_x: Tensor, support_x: Tensor, support_y: Tensor, exclude: Tensor | None = None
+        self,
+        query_x: Tensor,
+        support_x: Tensor,
+        support_y: Tensor,
+        exclude: Tensor | None = None,
+        support_group: Tensor | None = None,
     ) -> Tensor:
         """Attention weights ``[Q, S]``; each row sums to 1 (the explanation of a score)."""
-        return torch.softmax(self.logits(query_x, support_x, support_y, exclude), dim=1)
+        logits = self.logits(query_x, support_x, support_y, exclude, support_group)
+        return torch.softmax(logits, dim=1)
 
     def log_proba(
-        self, query_x: Tensor, support_x: Tensor, support_y: Tensor, exclude: Tensor | None = None
+        self,
+        query_x: Tensor,
+        support_x: Tensor,
+        support_y: Tensor,
+        exclude: Tensor | None = None,
+        support_group: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """``(log p(fraud), log p(legit))``, each ``[Q]``."""
-        return attention_log_proba(self.logits(query_x, support_x, support_y, exclude), support_y)
+        """``(log p(fraud), log p(legit))``, each ``[Q]``.
+
+        Without groups (or one fraud group) ``p = Σ_i a_i y_i``; with several fraud
+        groups and ``class_balance``, ``p = max_g`` over the groups, so a new pattern
+        with 10 labelled cases is not diluted by hundreds of cases of older patterns.
+        """
+        logits = self.logits(query_x, support_x, support_y, exclude, support_group)
+        if support_group is not None and self.class_balance:
+            return grouped_log_proba(logits, support_y, support_group)
+        return attention_log_proba(logits, support_y)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (temperature as its current value)."""

@@ -18,7 +18,7 @@ from models.artifacts import Artifact, ArtifactError, SupportSet, load_artifact
 from models.encoder import numpy_embed
 from models.features.definitions import FeatureSchema
 from models.features.transform import FeatureTransform
-from models.matching import MatchingNetwork
+from models.matching import MatchingNetwork, class_log_prior
 
 Explanation = list[tuple[str, int, float]]
 
@@ -100,20 +100,33 @@ class Scorer:
         else:
             g = numpy_embed(self._layers, z)
         self._g_over_tau = np.ascontiguousarray((g / tau).T.astype(np.float32))  # [D, S]
+        group = torch.from_numpy(self.support.group) if self.support.n_groups > 1 else None
+        self._bias: np.ndarray | None = None
+        # columns: legit mass, then one column per fraud group (one group: just the fraud mass)
+        fraud = self._y > 0.5
+        self._mass = np.stack([~fraud, fraud], axis=1).astype(np.float32)
         if self.model.class_balance:
-            n1 = max(float(self._y.sum()), 1.0)
-            n0 = max(float(len(self._y) - self._y.sum()), 1.0)
-            self._bias: np.ndarray | None = np.where(
-                self._y > 0.5, -np.log(n1), -np.log(n0)
-            ).astype(np.float32)
-        else:
-            self._bias = None
+            prior = class_log_prior(torch.from_numpy(self._y), group)
+            self._bias = prior.numpy().astype(np.float32)
+            if group is not None:
+                groups = np.unique(self.support.group[fraud])
+                cols = [fraud & (self.support.group == g) for g in groups]
+                self._mass = np.stack([~fraud, *cols], axis=1).astype(np.float32)
 
     def with_support(
-        self, x: np.ndarray, y: Sequence[int] | np.ndarray, case_ids: Sequence[Any]
+        self,
+        x: np.ndarray,
+        y: Sequence[int] | np.ndarray,
+        case_ids: Sequence[Any],
+        group: Sequence[int] | np.ndarray | None = None,
     ) -> Scorer:
-        """A new scorer with the same weights and a new support set (embedded once)."""
-        support = SupportSet.build(x, y, case_ids)
+        """A new scorer with the same weights and a new support set (embedded once).
+
+        ``group`` tags fraud patterns (e.g. 0 = base support, 1 = newly labelled cases):
+        each fraud group then counts as its own class and the score is the highest
+        group's, so a few new cases are not outweighed by many older ones.
+        """
+        support = SupportSet.build(x, y, case_ids, group)
         return Scorer(
             self.model,
             self.transform,
@@ -141,7 +154,14 @@ class Scorer:
         logits = self._logits(features)
         logits -= logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
-        return (logits @ self._y) / logits.sum(axis=1)
+        return self._probability(logits)[0]
+
+    def _probability(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores from unnormalized attention ``weights`` (and the row totals)."""
+        mass = weights @ self._mass  # [B, 1 + groups]: legit, then each fraud group
+        legit, fraud = mass[:, 0], mass[:, 1:].max(axis=1)
+        total = mass.sum(axis=1)
+        return fraud / np.maximum(fraud + legit, 1e-30), total
 
     def score_batch(self, features: np.ndarray) -> tuple[np.ndarray, list[Explanation]]:
         """``(scores[B], explanations)``: each explanation lists the ``top_k`` support cases
@@ -154,8 +174,7 @@ class Scorer:
         logits = self._logits(features)
         logits -= logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
-        total = logits.sum(axis=1)
-        scores = (logits @ self._y) / total
+        scores, total = self._probability(logits)
         k = self.top_k
         if k == 0:
             return scores, [[] for _ in range(len(scores))]

@@ -36,7 +36,7 @@ def segments_of(df: pd.DataFrame, n_segments: int = 8) -> np.ndarray:
     """Customer segments for episodes: a stable hash of ``card_id`` into ``n_segments``.
 
     >>> segments_of(pd.DataFrame({"card_id": [0, 1, 9]}), 4).tolist()
-    [0, 1, 1]
+    [2, 2, 3]
     """
     codes = pd.util.hash_array(df["card_id"].astype(str).to_numpy())
     return (codes % np.uint64(n_segments)).astype(np.int64)

@@ -13,7 +13,9 @@ few Redis counters and runs when one trigger fires:
   them the candidate would be the current model again).
 
 A run (:meth:`AdaptationService.run_once`) adapts the *base* (meta-learned) model to the
-stored cases with the ``adapt_strategy`` setting and ``adapt_inner_steps``, validates the
+stored cases with the ``adapt_strategy`` setting and ``adapt_inner_steps`` (the stored
+frauds form a new fraud group on top of the base support's groups, see
+:meth:`SupportPolicy.grouped`; the published artifact carries ``support.group``), validates the
 candidate against the current model on held-out recent cases
 (:func:`streams.adaptation_support.validate`), and publishes it only if average
 precision does not drop; a rejection is logged and counted by reason. The heavy part runs
@@ -102,7 +104,7 @@ class AdaptationService:
         self.cases = cases
         self.send = send
         self.metrics = metrics
-        self.policy = policy or SupportPolicy()
+        self.policy = policy or SupportPolicy.grouped()
         self.poll_s = poll_s
         prefix = f"{settings.app_id}:"
         self.lock = RedisLock(redis, f"{prefix}adapt:lock", lock_ttl_s)

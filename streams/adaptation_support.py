@@ -4,15 +4,19 @@ Pure functions on arrays, labelled cases and artifacts (no Redis, no Kafka), so 
 unit-tested and timed on their own. :mod:`streams.adaptation` runs them off the event loop.
 
 * :func:`support_from`: the support set of a candidate. Class-balanced by construction
-  (the matching network gives each class the same prior mass) and recency-weighted:
-  every labelled case from the stream is kept (newest first, up to the class budget) and
-  old frauds of the base model's support are cut to ``(1 - recent_share) / recent_share``
-  times the recent ones (at least ``min_old_fraud``), so ten fresh cases of a new pattern
-  carry half of the fraud mass instead of 10/410 of it. The legit side keeps the base
-  sample, which is what tells normal behaviour apart.
+  (the matching network gives each class the same prior mass). Every labelled fraud from
+  the stream is kept (newest first, up to the class budget) as a *new fraud group*, one
+  id above the base support's groups, which keep theirs: the matching network scores
+  each fraud group against the legit cases on its own, so ten fresh cases of a new
+  pattern are not swamped by hundreds of old ones. With ``keep_base_fraud`` every base
+  fraud stays (the stream's policy); without it, the older recency weighting also cuts
+  the base frauds to ``(1 - recent_share) / recent_share`` times the recent ones (at
+  least ``min_old_fraud``). Stream legit cases join the base's legit sample, which is
+  what tells normal behaviour apart.
 * :func:`adapt`: the candidate, from the *base* (meta-learned) model: a support refresh,
   or ``steps`` inner gradient steps of a :mod:`models.adaptation` strategy on a small
-  support, then the full support.
+  support (given the groups, the steps fit the newest group and the legit cases), then
+  the full support.
 * :func:`validate`: average precision of candidate and current model on held-out recent
   labelled cases (a class with too few of them is filled in from the base support), by
   ``folds``-fold cross-validation: each fold is scored by a candidate adapted without it
@@ -25,8 +29,8 @@ Examples
 >>> base = SupportSet.build(np.zeros((6, 2)), [1, 1, 1, 0, 0, 0], list("abcdef"))
 >>> cases = [Case(f"n{i}", 1, (1.0, 1.0), 0.0, 0.0, 0.0, "s", "v", 0.1) for i in range(2)]
 >>> s = support_from(cases, base, SupportPolicy(min_old_fraud=1))
->>> s.case_ids
-('n0', 'n1', 'a', 'b', 'd', 'e', 'f')
+>>> s.case_ids, s.group.tolist()
+(('n0', 'n1', 'a', 'b', 'd', 'e', 'f'), [1, 1, 0, 0, 0, 0, 0])
 """
 
 from __future__ import annotations
@@ -52,7 +56,12 @@ STRATEGY_NAMES = {"refresh": "refresh_support", "maml": "fomaml", "reptile": "re
 
 @dataclass(frozen=True)
 class SupportPolicy:
-    """Sizes of a candidate's support set (see the module docstring)."""
+    """Sizes of a candidate's support set (see the module docstring).
+
+    ``group_new`` tags the stream's frauds as a new fraud group; ``keep_base_fraud`` keeps
+    every base fraud instead of cutting them by ``recent_share`` (sensible with groups,
+    which already keep a few new cases from being outweighed).
+    """
 
     max_fraud: int = 400
     max_legit: int = 1600
@@ -60,6 +69,17 @@ class SupportPolicy:
     min_old_fraud: int = 10
     step_old_fraud: int = 64  # support of the inner gradient steps: small, so steps are fast
     step_legit: int = 256
+    group_new: bool = True
+    keep_base_fraud: bool = False
+
+    @classmethod
+    def grouped(cls) -> SupportPolicy:
+        """The stream's policy: new frauds as their own group on the whole base support.
+
+        >>> SupportPolicy.grouped().keep_base_fraud
+        True
+        """
+        return cls(group_new=True, keep_base_fraud=True)
 
 
 @dataclass(frozen=True)
@@ -142,7 +162,7 @@ def support_from(
     old_fraud = _rows(base, 1, seen)  # the base keeps its most recent frauds first
     if n_old_fraud is None:
         n_old_fraud = len(old_fraud)
-        if fraud:
+        if fraud and not policy.keep_base_fraud:
             share = policy.recent_share
             wanted = round(len(fraud) * (1.0 - share) / share)
             n_old_fraud = min(n_old_fraud, max(policy.min_old_fraud, wanted))
@@ -154,7 +174,11 @@ def support_from(
     x_new, y_new, ids_new = cases_arrays(fraud + legit)
     x = np.concatenate([x_new.reshape(-1, base.x.shape[1]), base.x[rows]])
     y = np.concatenate([y_new.astype(np.float32), base.y[rows]])
-    return SupportSet.build(x, y, ids_new + [base.case_ids[i] for i in rows])
+    # the stream's frauds: one group above every base group; legit cases ignore groups
+    new_group = int(base.group.max()) + 1 if policy.group_new and len(base) else 0
+    g_new = np.where(y_new == 1, new_group, 0).astype(np.int64)
+    group = np.concatenate([g_new, base.group[rows]])
+    return SupportSet.build(x, y, ids_new + [base.case_ids[i] for i in rows], group)
 
 
 def adapt(
@@ -183,11 +207,20 @@ def adapt(
         )
         chosen = strategy_from_name(STRATEGY_NAMES[strategy])
         adapted = chosen.adapt(
-            model, base.transform.transform(small.x), small.y, steps=steps, seed=seed
+            model,
+            base.transform.transform(small.x),
+            small.y,
+            steps=steps,
+            seed=seed,
+            support_group=small.group,
         )
         model = adapted.model
         info = {"strategy": strategy, "steps": steps, "step_support": len(small)}
-    info |= {"support_fraud": support.n_fraud, "support_legit": len(support) - support.n_fraud}
+    info |= {
+        "support_fraud": support.n_fraud,
+        "support_legit": len(support) - support.n_fraud,
+        "support_groups": support.n_groups,
+    }
     return Candidate(model, base.transform, support, info)
 
 
@@ -241,7 +274,8 @@ def validation_ids(
 
 def _without(support: SupportSet, exclude: Collection[str]) -> SupportSet:
     keep = [i for i, c in enumerate(support.case_ids) if c not in exclude]
-    return SupportSet.build(support.x[keep], support.y[keep], [support.case_ids[i] for i in keep])
+    ids = [support.case_ids[i] for i in keep]
+    return SupportSet.build(support.x[keep], support.y[keep], ids, support.group[keep])
 
 
 def validate(

@@ -140,6 +140,12 @@ def check_shapes(header: dict[str, Any], reference: Reference | None) -> None:
         raise UpdateRejected(
             "wrong_shape", f"support.x has shape {support}, expected [S, {reference.n_features}]"
         )
+    # fraud-pattern groups of the support (one per case; scorers weigh each group alone)
+    group = tensors.get("support.group", {}).get("shape", [])
+    if list(group) != [int(support[0])]:
+        raise UpdateRejected(
+            "wrong_shape", f"support.group has shape {group}, expected [{int(support[0])}]"
+        )
 
 
 def check_finite(blob: bytes) -> None:

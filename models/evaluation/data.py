@@ -45,9 +45,11 @@ HANDBOOK_START = "2018-04-01"
 class Budget:
     """How much work a protocol does at one scale (the small scale is for tests)."""
 
-    history_days: int = 28
+    history_days: int = 28  # handbook report: set to the shipped model's window
+    adaptation_history_days: int = 28  # few-shot and transfer reports (many refits)
     n_episodes: int | None = None  # None = the default model's meta-training length
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    transfer_seeds: tuple[int, ...] = (0, 1, 2)
     tune: bool = True  # small grids on the validation split; False = first grid point
     small_models: bool = False  # fewer trees / iterations
     extra: dict[str, Any] = field(default_factory=dict)
@@ -80,9 +82,18 @@ def budget(scale: str) -> Budget:
     >>> budget("small").seeds
     (0, 1)
     """
+    from models.default_model import DEFAULT_HISTORY_DAYS
+
     if canonical_scale(scale) == "full":
-        return Budget()
-    return Budget(n_episodes=150, seeds=(0, 1), tune=False, small_models=True)
+        return Budget(history_days=DEFAULT_HISTORY_DAYS)
+    return Budget(
+        history_days=DEFAULT_HISTORY_DAYS,
+        n_episodes=150,
+        seeds=(0, 1),
+        transfer_seeds=(0, 1),
+        tune=False,
+        small_models=True,
+    )
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ Protocol (dates at both scales):
 * Metrics on that population: recall at 1 % false positive rate, and average precision.
 
 Models, all from the same history plus the same labelled cases: the matching network
-whose support set is refreshed to the new task (the labelled cases against its base
-support's legit cases; no gradient step), and, for reference, with the cases merely
-added to its whole base support; plus first-order MAML or Reptile steps on the new task
-support; a supervised network pretrained on the history and fine-tuned on the same cases
-(transfer); logistic regression and random forest retrained on the history plus the
-cases. Per seed the base networks are retrained with that seed, and the labelled cases
-are drawn again.
+with the cases added to its support set as a new fraud pattern (no gradient step; the
+stream's refresh), and for reference with the new task alone as support (cases against
+the legit cases, as in an episode) or with the cases added without a pattern tag; plus
+first-order MAML or Reptile steps on the new task before scoring; a supervised network
+pretrained on the history and fine-tuned on the same cases (transfer); logistic
+regression and random forest retrained on the history plus the cases. Per seed the base
+networks are retrained with that seed, and the labelled cases are drawn again.
 """
 
 from __future__ import annotations
@@ -32,18 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from models.adaptation import (
-    AdaptedModel,
-    FirstOrderMAML,
-    RefreshSupport,
-    Reptile,
-    TransferFineTune,
-)
+from models.adaptation import FirstOrderMAML, Reptile, TransferFineTune
 from models.baselines import make_baseline
 from models.datasets import SCENARIO_NAMES
 from models.evaluation import data as eval_data
 from models.evaluation.fewshot_report import markdown, plots
-from models.evaluation.fitting import N_JOBS, fit_head, grid_for
+from models.evaluation.fitting import N_JOBS, fit_head, grid_for, score_head, support_scorer
 from models.evaluation.metrics import average_precision, recall_at_fpr
 from models.evaluation.report import write_report
 
@@ -54,7 +48,8 @@ HELD_OUT = (4, 5)
 KS = (1, 5, 10, 20)
 MODELS = (
     "matching_network",
-    "matching_network_old_and_new_support",
+    "matching_network_task_support",
+    "matching_network_ungrouped_support",
     "matching_network+fomaml",
     "matching_network+reptile",
     "transfer_finetune",
@@ -82,7 +77,7 @@ def run_fewshot(out_dir: Path, scale: str = "full") -> dict[str, Any]:
     cards = tx["card_id"].to_numpy()
     days = transaction_days(tx["ts"])
     end = np.datetime64(DISCOVERY[0], "D")
-    train = (days >= end - np.timedelta64(plan.history_days, "D")) & (days < end)
+    train = (days >= end - np.timedelta64(plan.adaptation_history_days, "D")) & (days < end)
     train &= ~np.isin(scenario, HELD_OUT)  # a no-op by construction; kept as the rule
     pools = {s: np.flatnonzero(_window(days, DISCOVERY) & (scenario == s)) for s in HELD_OUT}
     in_eval = _window(days, EVALUATION)
@@ -124,11 +119,14 @@ def run_fewshot(out_dir: Path, scale: str = "full") -> dict[str, Any]:
             + ("" if scale == "full" else f" --scale {scale}"),
             "held_out_scenarios": {str(s): SCENARIO_NAMES[s] for s in HELD_OUT},
             "windows": {
-                "history": [str(end - np.timedelta64(plan.history_days, "D")), str(end - 1)],
+                "history": [
+                    str(end - np.timedelta64(plan.adaptation_history_days, "D")),
+                    str(end - 1),
+                ],
                 "discovery": [d.isoformat() for d in DISCOVERY],
                 "evaluation": [d.isoformat() for d in EVALUATION],
             },
-            "history_days": plan.history_days,
+            "history_days": plan.adaptation_history_days,
             "seeds": list(plan.seeds),
             "adaptation_steps": ADAPT_STEPS,
             "baseline_params": {"logistic_regression": lr_params, "random_forest": rf_params},
@@ -158,48 +156,58 @@ def _score_all(
 ) -> dict[str, np.ndarray]:
     """Every model's scores on the ``evaluate`` rows after adapting to the ``chosen`` cases."""
     tr = mn.transform
-    base_x = tr.transform(mn.support.x)
-    base_y = mn.support.y.astype(np.float32)
+    base_x, base_y = mn.support.x, mn.support.y.astype(np.float32)
     legit_x = base_x[base_y == 0]
-    new_x = tr.transform(x[chosen])
     ones = np.ones(len(chosen), np.float32)
-    # The new task's support: its labelled cases against the support's legit cases, as in
-    # a meta-training episode. The old frauds would take the class's whole prior weight
-    # (class-balanced attention), so "old + new" is reported separately.
-    task_x = np.concatenate([new_x, legit_x])
-    task_y = np.concatenate([ones, np.zeros(len(legit_x), np.float32)])
-    full_x = np.concatenate([base_x, new_x])
+    # Refreshed support: the base support plus the new cases as their own fraud pattern
+    # (group 1), so a few new cases are not outweighed by hundreds of older frauds.
+    full_x = np.concatenate([base_x, x[chosen]])
     full_y = np.concatenate([base_y, ones])
-    query = tr.transform(x[evaluate])
-    refresh = RefreshSupport()
-    adapted: dict[str, AdaptedModel] = {
-        "matching_network_old_and_new_support": refresh.adapt(mn.model, full_x, full_y),
+    full_group = np.concatenate([np.zeros(len(base_y), np.int64), np.ones(len(chosen), np.int64)])
+    # The new task alone, as in a meta-training episode: new cases against legit cases.
+    task_x = np.concatenate([x[chosen], legit_x])
+    task_y = np.concatenate([ones, np.zeros(len(legit_x), np.float32)])
+    query = x[evaluate]
+    out: dict[str, np.ndarray] = {
+        "matching_network": support_scorer(mn.model, tr, full_x, full_y, full_group).score_only(
+            query
+        ),
+        "matching_network_ungrouped_support": support_scorer(
+            mn.model, tr, full_x, full_y, None
+        ).score_only(query),
     }
     if len(chosen):
-        adapted["matching_network"] = refresh.adapt(mn.model, task_x, task_y)
-        adapted["matching_network+fomaml"] = FirstOrderMAML().adapt(
-            mn.model, task_x, task_y, steps=ADAPT_STEPS["fomaml"], seed=seed
+        task = support_scorer(mn.model, tr, task_x, task_y, None)
+        out["matching_network_task_support"] = task.score_only(query)
+        for name, strategy, steps in (
+            ("matching_network+fomaml", FirstOrderMAML(), ADAPT_STEPS["fomaml"]),
+            ("matching_network+reptile", Reptile(), ADAPT_STEPS["reptile"]),
+        ):
+            # Gradient steps on the new task, then scoring with the refreshed support.
+            moved = strategy.adapt(mn.model, tr.transform(task_x), task_y, steps=steps, seed=seed)
+            scorer = support_scorer(moved.model, tr, full_x, full_y, full_group)
+            out[name] = scorer.score_only(query)
+        tuned = TransferFineTune().adapt(
+            clf.model,
+            clf.transform.transform(task_x),
+            task_y,
+            steps=ADAPT_STEPS["transfer"],
+            seed=seed,
         )
-        adapted["matching_network+reptile"] = Reptile().adapt(
-            mn.model, task_x, task_y, steps=ADAPT_STEPS["reptile"], seed=seed
-        )
-        clf_task = clf.transform.transform(np.concatenate([x[chosen], mn.support.x[base_y == 0]]))
-        adapted["transfer_finetune"] = TransferFineTune().adapt(
-            clf.model, clf_task, task_y, steps=ADAPT_STEPS["transfer"], seed=seed
-        )
-    else:  # k = 0: no new case, so every network scores with what it learnt from history
-        for name in ("matching_network", "matching_network+fomaml", "matching_network+reptile"):
-            adapted[name] = refresh.adapt(mn.model, base_x, base_y)
-        adapted["transfer_finetune"] = refresh.adapt(clf.model, base_x[:1], base_y[:1])
-    out: dict[str, np.ndarray] = {}
-    for name, net in adapted.items():
-        q = query if name != "transfer_finetune" else clf.transform.transform(x[evaluate])
-        out[name] = np.asarray(net.predict_proba(q), dtype=np.float64)
+        out["transfer_finetune"] = tuned.predict_proba(clf.transform.transform(query))
+    else:  # k = 0: nothing new to adapt to; every network scores with its history alone
+        for name in (
+            "matching_network_task_support",
+            "matching_network+fomaml",
+            "matching_network+reptile",
+        ):
+            out[name] = out["matching_network"]
+        out["transfer_finetune"] = score_head(clf, query)
     rows = np.concatenate([np.flatnonzero(train), chosen])
     for name, params in (("logistic_regression", lr_params), ("random_forest", rf_params)):
         baseline = make_baseline(name, seed=seed, n_jobs=N_JOBS, **params)
-        out[name] = baseline.fit(x[rows], y[rows]).score(x[evaluate])
-    return out
+        out[name] = baseline.fit(x[rows], y[rows]).score(query)
+    return {name: np.asarray(s, dtype=np.float64) for name, s in out.items()}
 
 
 def _population_counts(

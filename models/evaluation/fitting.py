@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 
 from models.adaptation import AdaptedModel
-from models.artifacts import Artifact
+from models.artifacts import Artifact, SupportSet
 from models.baselines import make_baseline
 from models.evaluation.metrics import average_precision, best_f1_threshold
 from models.features import FeatureFrame
 from models.meta_train import MetaTrainConfig
+from models.scorer import Scorer
 from models.training import SupportConfig, fit_matching_network, score_rows
 
 N_JOBS = 2  # the machine's two cores; scikit-learn and XGBoost only
@@ -180,6 +181,17 @@ def score_head(artifact: Artifact, x_raw: np.ndarray) -> np.ndarray:
     # Small batches: the Siamese head builds a [batch, support, dim] tensor.
     query = artifact.transform.transform(x_raw)
     return np.asarray(adapted.predict_proba(query, batch_size=512), np.float64)
+
+
+def support_scorer(
+    model: Any, transform: Any, x_raw: np.ndarray, y: np.ndarray, group: Any = None
+) -> Scorer:
+    """The stream's numpy scorer with a given support set of raw rows.
+
+    ``group`` tags fraud patterns: each counts as its own class and the highest wins.
+    """
+    ids = [f"case{i}" for i in range(len(y))]
+    return Scorer(model, transform, SupportSet.build(x_raw, y, ids, group), top_k=0)
 
 
 def fit_and_score_head(

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from models.adaptation import AdaptedModel, FirstOrderMAML, RefreshSupport, TransferFineTune
+from models.adaptation import FirstOrderMAML, TransferFineTune
 from models.baselines import make_baseline
 from models.evaluation import data as eval_data
-from models.evaluation.fitting import N_JOBS, fit_head, grid_for, score_head
+from models.evaluation.fitting import N_JOBS, fit_head, grid_for, score_head, support_scorer
 from models.evaluation.metrics import (
     auc_roc,
     average_precision,
@@ -64,7 +64,7 @@ def run_transfer(out_dir: Path, scale: str = "full") -> dict[str, Any]:
     tx, x, y = data.tx, data.x, data.y
     west = data.customers.set_index("customer_id")["x"] < 50.0
     is_source = west.reindex(tx["card_id"]).fillna(False).to_numpy(dtype=bool)
-    split = handbook_split(tx, history_days=plan.history_days)
+    split = handbook_split(tx, history_days=plan.adaptation_history_days)
     source_train = split.train & is_source
     target_hist = np.flatnonzero(split.train & ~is_source)
     test = split.test & ~is_source
@@ -85,7 +85,7 @@ def run_transfer(out_dir: Path, scale: str = "full") -> dict[str, Any]:
     }
     lr_params = grid_for("logistic_regression", plan.small_models, tune=False)[0]
     rf_params = grid_for("random_forest", plan.small_models, tune=False)[0]
-    for seed in plan.seeds:
+    for seed in plan.transfer_seeds:
         ne = plan.n_episodes
         mn = fit_head(tx, data.features, source_train, head="matching", seed=seed, n_episodes=ne)
         mlp = fit_head(tx, data.features, source_train, head="mlp", seed=seed, n_episodes=ne)
@@ -138,8 +138,8 @@ def run_transfer(out_dir: Path, scale: str = "full") -> dict[str, Any]:
         },
         "perfect_ranking_card_precision_at_100": ceiling,
         "split": split.describe(y),
-        "seeds": list(plan.seeds),
-        "history_days": plan.history_days,
+        "seeds": list(plan.transfer_seeds),
+        "history_days": plan.adaptation_history_days,
         "data": data.describe(),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,17 +156,20 @@ def _adapted_scores(
     mn: Any, mlp: Any, x: np.ndarray, y: np.ndarray, sample: np.ndarray, test: np.ndarray, seed: int
 ) -> dict[str, np.ndarray]:
     """Source models adapted to the target sample, scored on the target test rows."""
-    sx = mn.transform.transform(x[sample])
     sy = y[sample].astype(np.float32)
-    refreshed = RefreshSupport().adapt(mn.model, sx, sy)
-    stepped = FirstOrderMAML().adapt(mn.model, sx, sy, steps=ADAPT_STEPS["fomaml"], seed=seed)
+    stepped = FirstOrderMAML().adapt(
+        mn.model, mn.transform.transform(x[sample]), sy, steps=ADAPT_STEPS["fomaml"], seed=seed
+    )
     tuned = TransferFineTune().adapt(
         mlp.model, mlp.transform.transform(x[sample]), sy, steps=ADAPT_STEPS["transfer"], seed=seed
     )
-    q_mn = mn.transform.transform(x[test])
-    out: dict[str, AdaptedModel | Any] = {
-        "meta_matching_network_refresh": refreshed.predict_proba(q_mn),
-        "meta_matching_network+fomaml": stepped.predict_proba(q_mn),
+    out = {
+        "meta_matching_network_refresh": support_scorer(
+            mn.model, mn.transform, x[sample], sy
+        ).score_only(x[test]),
+        "meta_matching_network+fomaml": support_scorer(
+            stepped.model, mn.transform, x[sample], sy
+        ).score_only(x[test]),
         "transfer_finetune_mlp": tuned.predict_proba(mlp.transform.transform(x[test])),
     }
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}

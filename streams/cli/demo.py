@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         rate: Annotated[float, typer.Option(help="Transactions per second.", min=1)] = 1000.0,
-        days: Annotated[int, typer.Option(help="Simulated days to stream.", min=14)] = 30,
+        days: Annotated[int, typer.Option(help="Simulated days streamed live.", min=10)] = 20,
         customers: Annotated[int, typer.Option(help="Simulated customers.", min=100)] = 1000,
     ) -> None:
         """Start Kafka, Valkey and a worker; stream, label a new pattern, adapt; stop all."""

@@ -110,9 +110,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path | None, typer.Option(help="Report folder (default reports/PROTOCOL).")
         ] = None,
-        scale: Annotated[str, typer.Option(help="Simulation scale of the protocol.")] = (
-            "handbook"
-        ),
+        scale: Annotated[
+            str, typer.Option(help="Protocol scale: full (alias handbook) or small.")
+        ] = ("handbook"),
     ) -> None:
         """Run an evaluation protocol; writes report.md, report.json and plots."""
         if protocol not in PROTOCOLS:
@@ -122,7 +122,10 @@ def register(app: typer.Typer) -> None:
         except ImportError:
             raise RiskstreamError("the evaluation package is not installed yet") from None
         folder = out or Path("reports") / protocol
-        report = run_protocol(protocol, folder, scale)
+        try:
+            report = run_protocol(protocol, folder, scale)
+        except ValueError as exc:  # unknown scale or protocol: a user mistake
+            raise RiskstreamError(str(exc)) from None
         _console.print(f"[green]wrote[/] {folder}/report.md, report.json")
         if isinstance(report, dict) and "models" in report:
             table = Table(title=f"{protocol} protocol")

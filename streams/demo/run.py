@@ -18,6 +18,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+import pandas as pd
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -42,8 +43,9 @@ class DemoConfig:
 
     customers: int = 1000
     terminals: int = 2000
-    days: int = 30
-    new_pattern_day: int = 12
+    warmup_days: int = 30  # streamed as fast as possible: the cards' and terminals' history
+    days: int = 20  # then streamed at ``rate``: the part the live view is about
+    new_pattern_day: int = 36
     new_pattern_cards_per_day: int = 8
     rate: float = 1000.0
     labels: int = 10
@@ -73,19 +75,24 @@ async def _stream(settings: Settings, config: DemoConfig, console: Console) -> i
         SimulatorConfig(
             n_customers=config.customers,
             n_terminals=config.terminals,
-            n_days=config.days,
+            n_days=config.warmup_days + config.days,
             seed=config.seed,
             scenarios=scenarios,
         )
     )
     scenario_of = dict(zip(frame["tx_id"].astype(str), frame["scenario"].astype(int), strict=True))
-    watch = Watch(scenario_of, NEW_SCENARIO, settings.alert_threshold)
+    start = frame["ts"].min().normalize() + pd.Timedelta(days=config.warmup_days)
+    live_from = int(frame.loc[frame["ts"] >= start, "tx_id"].min())
+    watch = Watch(scenario_of, NEW_SCENARIO, settings.alert_threshold, live_from=live_from)
     stop = asyncio.Event()
     reader = asyncio.create_task(consume_outputs(settings, watch, stop))
     # Labels are held back: the analyst's labels are the only ones this demo sends.
-    records = ((tx, None) for tx, _ in from_simulation(frame).records())
+    records = [(tx, None) for tx, _ in from_simulation(frame).records()]
+    console.print(f"warm-up: {live_from:,} transactions of history, as fast as possible")
+    await produce_transactions(settings, records[:live_from])
+    console.print(f"live: {len(records) - live_from:,} transactions at {config.rate:,.0f}/s")
     producing = asyncio.create_task(
-        produce_transactions(settings, records, rate=config.rate, stamp_now=False)
+        produce_transactions(settings, records[live_from:], rate=config.rate)
     )
     await _send_malformed(settings)
     expected = len(frame)

@@ -49,6 +49,7 @@ class Watch:
     scenario_of: dict[str, int]
     new_scenario: int
     alert_threshold: float
+    live_from: int = 0  # tx_ids below this are warm-up history, left out of the outcome
     started: float = field(default_factory=time.monotonic)
     scored: int = 0
     alerts: int = 0
@@ -78,6 +79,8 @@ class Watch:
         self.decisions[score.decision] += 1
         self.latencies_ms.append(score.latency_ms)
         self.first_seen_version.setdefault(score.model_version, time.monotonic())
+        if int(score.tx_id) < self.live_from:
+            return
         stats = self.by_version[score.model_version]
         stats.scored += 1
         scenario = self.scenario_of.get(score.tx_id, 0)

@@ -38,7 +38,10 @@ def make_parts() -> tuple[MatchingNetwork, FeatureTransform, SupportSet, dict[st
     X = rng.gamma(2.0, 10.0, size=(40, F)).astype(np.float32)
     transform = FeatureTransform.fit(X, names=FEATURE_NAMES)
     support = SupportSet.build(
-        X[:10], [1, 1, 1, 0, 0, 0, 0, 0, 0, 0], [f"tx{i}" for i in range(10)]
+        X[:10],
+        [1, 1, 1, 0, 0, 0, 0, 0, 0, 0],
+        [f"tx{i}" for i in range(10)],
+        group=[0, 0, 1] + [0] * 7,
     )
     meta = {
         "version": "v7",
@@ -75,6 +78,7 @@ def test_directory_roundtrip_keeps_weights_support_and_metadata(tmp_path: Path) 
     assert art.transform == transform
     assert art.support.case_ids == support.case_ids
     assert np.array_equal(art.support.x, support.x) and np.array_equal(art.support.y, support.y)
+    assert np.array_equal(art.support.group, support.group) and art.support.n_groups == 2
     for (k, a), b in zip(model.state_dict().items(), art.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     q = torch.randn(3, F)

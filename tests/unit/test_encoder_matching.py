@@ -96,3 +96,22 @@ def test_prototypical_matches_nearest_prototype() -> None:
     sy = torch.tensor([1.0, 1.0, 0.0, 0.0])
     p = head(torch.tensor([[2.0, 0.0], [-2.0, 0.0]]), sx, sy)
     assert p[0] > 0.99 and p[1] < 0.01
+
+
+def test_fraud_groups_score_each_pattern_against_the_legit_cases() -> None:
+    net = MatchingNetwork(Encoder(4, hidden=(8,), emb_dim=3), temperature=0.2)
+    sx, q = torch.randn(12, 4), torch.randn(5, 4)
+    sy = torch.tensor([1.0] * 6 + [0.0] * 6)
+    one = torch.zeros(12, dtype=torch.long)
+    assert torch.allclose(net(q, sx, sy, support_group=one), net(q, sx, sy), atol=1e-6)
+    grp = torch.tensor([0, 0, 0, 0, 0, 1] + [0] * 6)
+    p = net(q, sx, sy, support_group=grp)
+    # by hand: mean attention mass of each fraud group against the legit mean
+    with torch.no_grad():
+        g = net.embed_support(sx)
+        e = torch.exp(net.embed_query(q, g) @ g.T / net.temperature)
+        p = p.detach()
+    legit = e[:, 6:].mean(1)
+    per_group = torch.stack([e[:, :5].mean(1), e[:, 5:6].mean(1)], dim=1).max(1).values
+    assert torch.allclose(p, per_group / (per_group + legit), atol=1e-5)
+    assert torch.allclose(net.attention(q, sx, sy, support_group=grp).sum(1), torch.ones(5))

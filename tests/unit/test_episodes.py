@@ -135,7 +135,11 @@ def test_meta_train_same_seed_same_weights() -> None:
 def test_meta_train_learns_and_config_roundtrips() -> None:
     data = toy_data()
     cfg = MetaTrainConfig(
-        n_episodes=150, hidden=(16,), emb_dim=8, episode=EpisodeConfig(8, 24, 8, 8)
+        n_episodes=150,
+        hidden=(16,),
+        emb_dim=8,
+        ema_decay=0.95,
+        episode=EpisodeConfig(8, 24, 8, 8, synthetic_share=0.2),
     )
     assert MetaTrainConfig.from_dict(cfg.to_dict()) == cfg
     net = meta_train(cfg, data)
@@ -148,3 +152,13 @@ def test_meta_train_learns_and_config_roundtrips() -> None:
     assert p_fraud > 0.7 > 0.3 > p_legit
     source = pretrain_source(cfg.with_(n_episodes=10), data)
     assert source.kind == "classifier"
+
+
+def test_synthetic_tasks_cut_extremes_of_a_random_direction_from_legit_rows() -> None:
+    data = toy_data()
+    sampler = EpisodeSampler(data, EpisodeConfig(8, 24, 8, 8, synthetic_share=1.0))
+    ep = sampler.sample(np.random.default_rng(2))
+    assert ep.info["scenario"] == -2 and ep.support_x.shape == (32, 5)
+    assert float(ep.support_y.sum()) == 8 and float(ep.query_y.sum()) == 8
+    legit_rows = {tuple(r) for r in data.x[data.y == 0].round(5).tolist()}
+    assert all(tuple(r) in legit_rows for r in ep.support_x.numpy().round(5).tolist())

@@ -147,9 +147,10 @@ def test_config_scrapes_the_compose_workers_and_loads_the_rules() -> None:
     mounts = dict(v.split(":")[:2] for v in compose["services"]["prometheus"]["volumes"])
     # The whole folder is mounted, so rules.yml and targets/ sit beside prometheus.yml.
     assert mounts["./ops/prometheus"] == "/etc/prometheus"
-    assert "--config.file=/etc/prometheus/prometheus.yml" in compose["services"]["prometheus"][
-        "command"
-    ]
+    assert (
+        "--config.file=/etc/prometheus/prometheus.yml"
+        in compose["services"]["prometheus"]["command"]
+    )
 
 
 def test_install_script_is_idempotent_when_tools_are_present(promtool: str) -> None:

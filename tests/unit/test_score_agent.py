@@ -386,3 +386,10 @@ async def test_score_agent_in_stream_mode() -> None:
     ]
     (letter,) = [orjson.loads(v) for _, _, v in rig.emitter.sent[s.topic_dlq]]
     assert letter["error"] == "not_json"
+
+
+async def test_old_alert_claims_are_duplicates_not_replays() -> None:
+    # a tx_id seen again an hour later: its alert went out then; no Kafka scan, no resend
+    claims = AlertClaims(Settings(app_id="unit"), prefix="unit:")
+    an_hour_ago = int((time.time() - 3600) * 1000)
+    assert await claims.unpublished([("t1", 0, an_hour_ago), ("t2", 1, None)]) == set()

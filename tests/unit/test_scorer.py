@@ -100,3 +100,43 @@ def test_refuses_non_matching_heads_and_empty_support() -> None:
     empty = SupportSet.build(np.zeros((0, F)), [], [])
     with pytest.raises(ArtifactError, match="empty"):
         Scorer(net, tr, empty)
+
+
+def test_fraud_groups_match_the_torch_model_and_lift_a_small_new_pattern() -> None:
+    net, tr, support, X = parts()
+    new_x = X[:3] * 1.0
+    group = np.r_[np.zeros(len(support)), np.ones(3)].astype(int)
+    grown = support.concat(SupportSet.build(new_x, [1, 1, 1], ["n0", "n1", "n2"], [1, 1, 1]))
+    assert grown.n_groups == 2 and np.array_equal(grown.group, group)
+    flat = Scorer(net, tr, SupportSet.build(grown.x, grown.y, grown.case_ids), top_k=2)
+    grouped = Scorer(net, tr, grown, top_k=2)
+    with torch.no_grad():
+        ref = net(
+            torch.from_numpy(tr.transform(X[:50])),
+            torch.from_numpy(tr.transform(grown.x)),
+            torch.from_numpy(grown.y),
+            support_group=torch.from_numpy(grown.group),
+        ).numpy()
+    scores, why = grouped.score_batch(X[:50])
+    np.testing.assert_allclose(scores, ref, atol=1e-5)
+    # the new pattern's own cases score higher once it is a group of its own
+    assert (grouped.score_only(X[:3]) > flat.score_only(X[:3])).all()
+    assert why[0][0][0] == "n0"
+    swapped = flat.with_support(grown.x, grown.y, grown.case_ids, grown.group)
+    np.testing.assert_allclose(swapped.score_only(X[:50]), scores, atol=1e-6)
+
+
+def test_shipped_default_artifact_loads_and_scores() -> None:
+    default = Path(__file__).resolve().parents[2] / "artifacts" / "default"
+    scorer = Scorer.from_artifact(default)
+    assert scorer.schema.n_features == F and len(scorer.support) > 100
+    assert {"val_auc_roc", "val_average_precision"} <= set(load_meta_metrics(default))
+    x = scorer.support.x[:8]
+    scores, why = scorer.score_batch(x)
+    assert np.all((scores >= 0) & (scores <= 1)) and len(why[0]) == 3
+
+
+def load_meta_metrics(directory: Path) -> dict[str, float]:
+    import json
+
+    return dict(json.loads((directory / "meta.json").read_text())["metrics"])
