@@ -23,10 +23,13 @@ Examples
 (False, 1)
 >>> cards.changelog_messages()
 [(0, b'"c1"', b'{"ts":[100.0],"amounts":[9.5],"p":0,"o":5}')]
+>>> cards.flushed_through, cards.next_batch(), cards.flushed_through
+(-1, 1, -1)
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -86,10 +89,17 @@ class CardStates:
         self._topic = changelog_topic
         self._send = send
         self._live: dict[str, _Entry] = {}
-        self._dirty: dict[str, int] = {}  # card -> partition of its latest transaction
+        # card -> (partition, batch number of its first unflushed change), oldest first
+        self._dirty: dict[str, tuple[int, int]] = {}
+        self.batch = 0  # number of the micro-batch being applied (see next_batch)
         self.flushed_at = time.monotonic()
         self.flushes = 0
         self.last_futures: list[Any] = []  # delivery futures of the last flush
+
+    def next_batch(self) -> int:
+        """Start the next micro-batch; returns its number (changes are tagged with it)."""
+        self.batch += 1
+        return self.batch
 
     def get(self, card_id: str) -> CardState:
         """The card's state (empty for a new card)."""
@@ -120,43 +130,64 @@ class CardStates:
         value = self._live[card_id].value
         value["p"] = partition
         value["o"] = offset
-        self._dirty[card_id] = partition
+        if card_id not in self._dirty:
+            # Tagged with the batch of its *first* unflushed change: flushing the card
+            # writes its latest state, which covers every batch since.
+            self._dirty[card_id] = (partition, self.batch)
 
     @property
     def dirty(self) -> int:
-        """Cards changed since the last flush."""
+        """Cards changed since they were last flushed."""
         return len(self._dirty)
 
+    @property
+    def flushed_through(self) -> int:
+        """Every micro-batch numbered up to this has all its changes flushed."""
+        for _, batch in self._dirty.values():
+            return batch - 1
+        return self.batch
+
     def due(self, interval_s: float, now: float | None = None) -> bool:
-        """Whether a flush is due (something dirty and ``interval_s`` elapsed)."""
+        """Whether a flush round is due (something dirty and ``interval_s`` elapsed)."""
         now = time.monotonic() if now is None else now
         return bool(self._dirty) and now - self.flushed_at >= interval_s
 
-    def changelog_messages(self) -> list[tuple[int | None, bytes | None, bytes]]:
-        """``(partition, key, value)`` of every dirty card, serialized like the table."""
+    def changelog_messages(
+        self, limit: int | None = None, through: int | None = None
+    ) -> list[tuple[int | None, bytes | None, bytes]]:
+        """``(partition, key, value)`` of the oldest dirty cards, serialized like the table.
+
+        At most ``limit`` cards, and only cards last changed in batch ``through`` or
+        before (both optional).
+        """
         out: list[tuple[int | None, bytes | None, bytes]] = []
         live = self._live
         dumps = orjson.dumps
-        for card_id, partition in self._dirty.items():
+        for card_id, (partition, batch) in self._dirty.items():
+            if (limit is not None and len(out) >= limit) or (
+                through is not None and batch > through
+            ):
+                break
             out.append((partition, dumps(card_id), dumps(live[card_id].value)))
         return out
 
-    async def flush(self) -> int:
-        """Write every dirty card to the table and its changelog; returns how many."""
-        self.flushed_at = time.monotonic()
-        if not self._dirty:
-            return 0
-        messages = self.changelog_messages()
+    async def flush(self, limit: int | None = None, through: int | None = None) -> int:
+        """Write the oldest dirty cards (see :meth:`changelog_messages`) to the table and its
+        changelog; returns how many. ``last_futures`` holds their delivery futures."""
+        if limit is None and through is None:
+            self.flushed_at = time.monotonic()
+        messages = self.changelog_messages(limit, through)
         self.last_futures = []
+        if not messages:
+            return 0
         if self._send is not None:
             self.last_futures = list(await self._send(self._topic, messages) or ())
-        live, data = self._live, self._data
-        for card_id in self._dirty:
+        live, data, dirty = self._live, self._data, self._dirty
+        for card_id in list(itertools.islice(dirty, len(messages))):
             data[card_id] = live[card_id].value
-        n = len(self._dirty)
-        self._dirty.clear()
+            del dirty[card_id]
         self.flushes += 1
-        return n
+        return len(messages)
 
     def forget(self) -> None:
         """Drop the working copy (after a flush, when partitions are revoked)."""

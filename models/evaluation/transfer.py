@@ -11,8 +11,9 @@ labelled frauds and ``20 L`` labelled legit transactions, drawn from its history
 * from scratch on the target sample: logistic regression, random forest, an MLP;
 * source only (no target label): the MLP and the matching network trained on the source;
 * transfer: the source MLP fine-tuned on the target sample;
-* meta-learned: the source matching network with its support set refreshed to the target
-  sample (no gradient step), and with first-order MAML steps on it.
+* meta-learned: the source matching network with its support set replaced by the target
+  sample (no gradient step), with first-order MAML steps on it, or with the target sample
+  added to its source support.
 
 The two halves of the grid are drawn from the same distributions, so this measures what
 source data is worth when target labels are scarce, not robustness to a shifted domain.
@@ -51,6 +52,7 @@ ROWS = (
     "transfer_finetune_mlp",
     "meta_matching_network_refresh",
     "meta_matching_network+fomaml",
+    "meta_matching_network_source_and_target_support",
 )
 METRICS = ("auc_roc", "average_precision", "card_precision_at_100", "recall_at_1pct_fpr")
 
@@ -170,12 +172,20 @@ def _adapted_scores(
         "meta_matching_network+fomaml": support_scorer(
             stepped.model, mn.transform, x[sample], sy
         ).score_only(x[test]),
+        "meta_matching_network_source_and_target_support": support_scorer(
+            mn.model,
+            mn.transform,
+            np.concatenate([mn.support.x, x[sample]]),
+            np.concatenate([mn.support.y, sy]),
+        ).score_only(x[test]),
         "transfer_finetune_mlp": tuned.predict_proba(mlp.transform.transform(x[test])),
     }
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
 def _mean_std(values: list[dict[str, float]]) -> dict[str, float]:
+    if not values:
+        raise ValueError("a transfer row has no result")
     out: dict[str, float] = {}
     for metric in METRICS:
         arr = np.asarray([v[metric] for v in values], dtype=np.float64)

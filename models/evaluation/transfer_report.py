@@ -22,6 +22,7 @@ GROUPS = {
     "transfer_finetune_mlp": "transfer",
     "meta_matching_network_refresh": "meta-learned",
     "meta_matching_network+fomaml": "meta-learned",
+    "meta_matching_network_source_and_target_support": "meta-learned",
 }
 
 
@@ -43,6 +44,23 @@ def plot(out_dir: Path, report: dict[str, Any]) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path.name
+
+
+def _reading(report: dict[str, Any]) -> list[str]:
+    """Per L: the best row of each group, so scratch vs transfer vs meta reads at a glance."""
+    lines = []
+    for n in report["labels_per_target"]:
+        cell = report["table"][str(n)]
+        best: dict[str, tuple[str, float]] = {}
+        for row, entry in cell.items():
+            group = GROUPS.get(row, "other")
+            if group not in best or entry["average_precision"] > best[group][1]:
+                best[group] = (row, entry["average_precision"])
+        ranked = sorted(best.items(), key=lambda kv: -kv[1][1])
+        lines.append(
+            f"- L = {n}: " + " > ".join(f"{group} ({row} {fmt(ap)})" for group, (row, ap) in ranked)
+        )
+    return lines
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -71,7 +89,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"fine-tuned {report['adaptation_steps']['transfer']} Adam steps on the target sample; "
         "*meta-learned* = the matching network meta-trained on the source, its support set "
         "replaced by the target sample (no gradient step), or with "
-        f"{report['adaptation_steps']['fomaml']} first-order MAML steps on it. "
+        f"{report['adaptation_steps']['fomaml']} first-order MAML steps on it, or the target "
+        "sample added to its source support. "
         f"Baseline hyperparameters: {report['baseline_params']} (defaults, not tuned here).",
         "- Both halves of the grid come from the same distributions: this measures what "
         "source data is worth when target labels are scarce, not robustness to a shift.",
@@ -98,5 +117,6 @@ def markdown(report: dict[str, Any]) -> str:
             md_table(["group", "model", *[f"L = {n}" for n in ns]], rows),
             "",
         ]
+    text += ["## Reading (average precision)", "", *_reading(report), ""]
     text += [f"Plot: `{report['plots'][0]}`", ""]
     return "\n".join(text)

@@ -393,3 +393,27 @@ async def test_old_alert_claims_are_duplicates_not_replays() -> None:
     claims = AlertClaims(Settings(app_id="unit"), prefix="unit:")
     an_hour_ago = int((time.time() - 3600) * 1000)
     assert await claims.unpublished([("t1", 0, an_hour_ago), ("t2", 1, None)]) == set()
+
+
+async def test_flush_rounds_are_spread_over_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "FLUSH_CHUNK", 2)
+    rig = make()
+    acked: list[int] = []
+    runner = BatchRunner(
+        rig.pipeline,
+        rig.cards,
+        ack=lambda rs: acked.extend(r.offset for r in rs),
+        max_batch=3,
+        flush_interval_s=0.0,
+    )
+    await runner.handle([tx_record(i, card=f"c{i}") for i in range(6)])
+    changelog = rig.emitter.sent["unit-card-state-changelog"]
+    # batch 1 (cards c0-c2) flushed two cards at a time across batches 1 and 2, then acked;
+    # batch 2's cards wait for the next round
+    assert [orjson.loads(k) for _, k, _ in changelog] == ["c0", "c1", "c2"]
+    assert acked == [0, 1, 2]
+    await runner.tick()
+    assert acked == [0, 1, 2, 3, 4, 5]
+    assert len(rig.emitter.sent["unit-card-state-changelog"]) == 6
