@@ -89,8 +89,9 @@ class BatchConsumer(AIOKafkaFaustConsumer):
         for record in records:
             by_tp[TP(record.topic, record.partition)].append(record.offset)
         n = 0
+        assigned = self.assignment()
         for tp, offsets in by_tp.items():
-            if tp not in self._active_partitions and tp not in self._paused_partitions:
+            if tp not in assigned:
                 continue  # revoked meanwhile: the new owner processes it again
             committed = self._committed_offset[tp]
             index = self._acked_index[tp]
@@ -105,6 +106,9 @@ class BatchConsumer(AIOKafkaFaustConsumer):
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Settle and commit while the partitions are still ours, then let Faust revoke."""
+        # Stop taking new batches first (Faust would do it a step later): records fetched
+        # from now on are left for whoever owns the partitions after the rebalance.
+        self.stop_flow()
         await self._settle_and_commit()
         await super().on_partitions_revoked(revoked)
 
@@ -118,6 +122,10 @@ class BatchConsumer(AIOKafkaFaustConsumer):
             return
         try:
             await self.runner.drain()
-            await self.commit()
+            # commit() returns without committing when another commit is in flight; wait
+            # for that one, then commit what the drain just acknowledged.
+            await self.maybe_wait_for_commit_to_finish()
+            await self.force_commit()
+            log.info("settled and committed before giving partitions away")
         except Exception:  # a failed commit only means more replay after the rebalance
             log.exception("could not settle the batch runner before a rebalance")

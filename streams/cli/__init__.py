@@ -35,7 +35,6 @@ _COMMAND_MODULES = (
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """Event-driven fraud detection on Kafka with a few-shot matching network."""
