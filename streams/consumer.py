@@ -89,9 +89,8 @@ class BatchConsumer(AIOKafkaFaustConsumer):
         for record in records:
             by_tp[TP(record.topic, record.partition)].append(record.offset)
         n = 0
-        assigned = self.assignment()
         for tp, offsets in by_tp.items():
-            if tp not in assigned:
+            if tp not in self._active_partitions and tp not in self._paused_partitions:
                 continue  # revoked meanwhile: the new owner processes it again
             committed = self._committed_offset[tp]
             index = self._acked_index[tp]
@@ -106,9 +105,6 @@ class BatchConsumer(AIOKafkaFaustConsumer):
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Settle and commit while the partitions are still ours, then let Faust revoke."""
-        # Stop taking new batches first (Faust would do it a step later): records fetched
-        # from now on are left for whoever owns the partitions after the rebalance.
-        self.stop_flow()
         await self._settle_and_commit()
         await super().on_partitions_revoked(revoked)
 
@@ -122,10 +118,6 @@ class BatchConsumer(AIOKafkaFaustConsumer):
             return
         try:
             await self.runner.drain()
-            # commit() returns without committing when another commit is in flight; wait
-            # for that one, then commit what the drain just acknowledged.
-            await self.maybe_wait_for_commit_to_finish()
-            await self.force_commit()
-            log.info("settled and committed before giving partitions away")
+            await self.commit()
         except Exception:  # a failed commit only means more replay after the rebalance
             log.exception("could not settle the batch runner before a rebalance")

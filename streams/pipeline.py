@@ -23,14 +23,16 @@ from typing import Any, NamedTuple, Protocol, cast
 
 import numpy as np
 from aiokafka.errors import KafkaError
+from redis.exceptions import NoScriptError
 
 from models.features import card_features, day_index, free_feature_values, tx_features
 from models.features.definitions import CARD_WINDOWS_DAYS
 from streams.alert_dedupe import AlertClaims
-from streams.batch_writer import AlertCandidate, BatchWriter
 from streams.emitter import Emitter, Message
 from streams.metrics import METRICS, RiskstreamMetrics
 from streams.outputs import (
+    alert_reason,
+    alert_value,
     decisions,
     dumps,
     explanation_dicts,
@@ -38,6 +40,7 @@ from streams.outputs import (
 )
 from streams.records import RecordError, Transaction, dead_letter, encode, parse_transaction
 from streams.redis_conn import RedisGuard
+from streams.resp import command_batch
 from streams.runtime import ScorerRuntime
 from streams.scored_store import ScoredStore, encode_entry
 from streams.settings import Settings
@@ -110,17 +113,6 @@ class ScorePipeline:
         self.redis = redis
         self.guard = guard
         self.metrics = metrics
-        self.writer = BatchWriter(
-            redis=redis,
-            guard=guard,
-            terminals=terminals,
-            scored=scored,
-            claims=claims,
-            send=self._send,
-            alerts_topic=settings.topic_alerts,
-            alert_threshold=settings.alert_threshold,
-            metrics=metrics,
-        )
 
     # --- entry point -----------------------------------------------------------------
     async def process(self, records: Sequence[InputRecord]) -> Futures:
@@ -195,13 +187,10 @@ class ScorePipeline:
         scorer = self.runtime.for_batch()  # the model is fixed for the whole batch
         schema = scorer.schema
         pairs = [(tx.terminal_id, day_index(tx.ts)) for tx in txs]
-        terminals = self.terminals
-        missing = terminals.missing(pairs)
-        if missing:  # never seen: wait for them (expired ones refresh in the background)
-            await self.guard.attempt(lambda: terminals.fetch(missing))
-        if terminals.cache_ttl_s > 0:
-            terminals.refresh_soon(terminals.expired(pairs), self.guard)
-        terminal = terminals.features(pairs)
+        missing = self.terminals.missing(pairs)
+        if missing:
+            await self.guard.attempt(lambda: self.terminals.fetch(missing))
+        terminal = self.terminals.features(pairs)
 
         rows: list[list[float]] = []
         kept: list[int] = []
@@ -236,10 +225,10 @@ class ScorePipeline:
             for j in np.flatnonzero(~ok).tolist():
                 err = RecordError("scoring_error", "non-finite feature or score")
                 dead.append((inputs[kept[j]], err))
-        valid = np.flatnonzero(ok).tolist()
-        if not valid:
+        rows = np.flatnonzero(ok).tolist()
+        if not rows:
             return []
-        return await self._emit(scorer.version, txs, inputs, kept, valid, X, scores, why, scoring_s)
+        return await self._emit(scorer.version, txs, inputs, kept, rows, X, scores, why, scoring_s)
 
     @staticmethod
     def _score_rows(scorer: Any, X: np.ndarray) -> tuple[np.ndarray, list[Any]]:
@@ -279,7 +268,7 @@ class ScorePipeline:
         scored_at = time.time()
         decided = decisions(scores[rows], review=settings.review_threshold, alert=alert_at)
         messages: list[Message] = []
-        alerts: list[AlertCandidate] = []
+        alerts: list[tuple[InputRecord, Transaction, dict[str, Any]]] = []
         entries: dict[str, bytes] = {}
         latencies: list[float] = []
         nan = float("nan")
@@ -302,7 +291,7 @@ class ScorePipeline:
             )
             messages.append((record.partition, tx.tx_id.encode(), dumps(value)))
             if s >= alert_at:
-                alerts.append((record.partition, tx.tx_id, tx.amount, value))
+                alerts.append((record, tx, value))
             entries[tx.tx_id] = encode_entry(
                 X[j],
                 terminal_id=tx.terminal_id,
@@ -313,16 +302,84 @@ class ScorePipeline:
             )
         futures = await self._send(settings.topic_scores, messages)
         self.scored.add(entries, scored_at)
-        # Redis round trip and alerts in the background; the batch is acked after them
-        futures.append(self.writer.submit(alerts))
+        to_alert = await self._write_state_and_claim(alerts)
+        if to_alert:
+            futures += await self._send(
+                settings.topic_alerts,
+                [
+                    (
+                        record.partition,
+                        tx.tx_id.encode(),
+                        dumps(
+                            alert_value(
+                                value,
+                                amount=tx.amount,
+                                reason=alert_reason(value["score"], alert_at, why_of(value)),
+                            )
+                        ),
+                    )
+                    for record, tx, value in to_alert
+                ],
+            )
         counts = {d: decided.count(d) for d in ("allow", "review", "block")}
+        alert_counts: dict[str, int] = {}
+        for _, _, value in to_alert:
+            alert_counts[value["decision"]] = alert_counts.get(value["decision"], 0) + 1
         self.metrics.record_scored_batch(
             scores=scores[rows],
             latencies_s=latencies,
             scoring_seconds=scoring_s,
             decisions=counts,
+            alerts=alert_counts,
         )
         return futures
+
+    async def _write_state_and_claim(
+        self, alerts: list[tuple[InputRecord, Transaction, dict[str, Any]]]
+    ) -> list[tuple[InputRecord, Transaction, dict[str, Any]]]:
+        """One Redis round trip: terminal counts, scored vectors, alert claims."""
+        ids = [tx.tx_id for _, tx, _ in alerts]
+
+        async def write() -> list[Any]:
+            batch = command_batch(self.redis)
+            increments = 0 if self.terminals.pending_writes else None  # EVALSHA goes first
+            self.terminals.queue_writes(batch)
+            self.scored.queue_writes(batch)
+            self.claims.queue_claims(batch, ids)
+            replies = await batch.execute()
+            if increments is not None and isinstance(replies[increments], NoScriptError):
+                # Redis restarted or was flushed: load the scripts and redo the increments
+                await self.terminals.load_scripts()
+                again = command_batch(self.redis)
+                self.terminals.queue_writes(again)
+                replies[increments : increments + 1] = (await again.execute())[:1]
+            for reply in replies:
+                if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
+                    raise reply
+            if increments is not None and isinstance(replies[increments], NoScriptError):
+                raise replies[increments]
+            return replies
+
+        replies = await self.guard.attempt(write)
+        if replies is None:
+            return alerts  # Redis down: send unclaimed; consumers deduplicate by tx_id
+        self.terminals.writes_done()
+        self.scored.writes_done()
+        previous = replies[len(replies) - len(ids) :] if ids else []
+        fresh = [a for a, prev in zip(alerts, previous, strict=True) if prev is None]
+        replayed = [
+            (tx.tx_id, record.partition, self.claims.parse_claim(prev))
+            for (record, tx, _), prev in zip(alerts, previous, strict=True)
+            if prev is not None
+        ]
+        if replayed:
+            try:
+                unpublished = await self.claims.unpublished(replayed)
+            except Exception:  # cannot tell: better a duplicate alert than a lost one
+                log.exception("could not check replayed alerts in Kafka; sending them")
+                unpublished = {tx_id for tx_id, _, _ in replayed}
+            fresh += [a for a in alerts if a[1].tx_id in unpublished]
+        return fresh
 
     async def _dead_letter(self, dead: Dead) -> Futures:
         messages: list[Message] = []
@@ -369,3 +426,8 @@ def feature_row(
     if extra_names:
         row += free_feature_values(free, extra_names)
     return row
+
+
+def why_of(value: dict[str, Any]) -> list[tuple[str, int, float]]:
+    """The explanation of a score dict back as ``(case_id, label, weight)`` tuples."""
+    return [(e["case_id"], e["label"], e["weight"]) for e in value["explanation"]]
