@@ -1,8 +1,8 @@
 """One alert per ``tx_id`` across workers and restarts, without losing any.
 
 Before an alert is sent, its ``tx_id`` is claimed in Redis with
-``SET {prefix}alert:{tx_id} <claim ms> NX GET EX ttl`` (one pipelined command per alert,
-in the batch's write pipeline). No previous value: this is the first time, send it. A
+``SET {prefix}alert:{tx_id} <claim ms> NX GET EX ttl`` (all of a batch's claims in one
+Lua call, in the batch's Redis round trip). No previous value: this is the first time, send it. A
 previous value means the transaction was scored before, normally by a worker that
 crashed after claiming: whether that worker's alert reached Kafka is then read from
 Kafka itself. Alerts are written to the same partition number as their transaction, so
@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import defaultdict
@@ -38,6 +39,16 @@ from streams.resp import CommandBatch
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# KEYS: claim keys; ARGV: claim time (ms), TTL. One SET NX GET per key, server side.
+_CLAIM = """
+local previous = {}
+for i, key in ipairs(KEYS) do
+  previous[i] = redis.call('SET', key, ARGV[1], 'NX', 'GET', 'EX', ARGV[2])
+end
+return previous
+"""
+CLAIM_SHA = hashlib.sha1(_CLAIM.encode(), usedforsecurity=False).hexdigest()
 
 SCAN_MARGIN_MS = 2_000  # start the scan this long before the old claim
 SCAN_TIMEOUT_S = 10.0
@@ -59,11 +70,21 @@ class AlertClaims:
 
     def queue_claims(
         self, batch: CommandBatch, tx_ids: Sequence[str], now: float | None = None
-    ) -> None:
-        """Add one claim per ``tx_id`` to ``batch`` (replies: previous value or ``None``)."""
+    ) -> int | None:
+        """Claim every ``tx_id`` in one command added to ``batch``; returns its reply index.
+
+        The reply is a list: per ``tx_id``, ``None`` (claimed now) or the previous claim.
+        """
+        if not tx_ids:
+            return None
         stamp = int((time.time() if now is None else now) * 1000)
-        for tx_id in tx_ids:
-            batch.add("SET", self.key(tx_id), stamp, "NX", "GET", "EX", self.ttl_s)
+        keys = [self.key(tx_id) for tx_id in tx_ids]
+        return batch.add("EVALSHA", CLAIM_SHA, len(keys), *keys, stamp, self.ttl_s)
+
+    @staticmethod
+    async def load_scripts(redis: Any) -> None:
+        """Register the claim script with Redis."""
+        await redis.script_load(_CLAIM)
 
     @staticmethod
     def parse_claim(value: Any) -> int | None:

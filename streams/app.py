@@ -52,7 +52,12 @@ class RiskstreamApp(faust.App):
         if self.batch_consumer:
             # Only this app's transport instance gets the batching consumer class.
             self.transport.Consumer = BatchConsumer  # type: ignore[misc]
-        return super()._new_consumer()
+        consumer = super()._new_consumer()
+        rs = getattr(self, "rs", None)
+        if isinstance(consumer, BatchConsumer) and rs is not None:
+            # Attached before the first fetch: no record may take the agent's path first.
+            consumer.attach(rs.runner, [rs.settings.topic_transactions])
+        return consumer
 
     def _create_directories(self) -> None:
         self.conf.datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
@@ -272,3 +277,4 @@ def _register_startup(app: RiskstreamApp) -> None:
         rs.metrics.set_worker_info(app_id=rs.settings.app_id)
         tune_gc()
         await rs.guard.attempt(rs.terminals.load_scripts)
+        await rs.guard.attempt(lambda: rs.claims.load_scripts(rs.redis))

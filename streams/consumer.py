@@ -41,6 +41,11 @@ class BatchConsumer(AIOKafkaFaustConsumer):
     batch_topics: frozenset[str] = frozenset()
     runner: BatchRunner | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # per partition: highest offset handed to the runner since it was assigned here
+        self._taken_upto: dict[TP, int] = {}
+
     def attach(self, runner: BatchRunner, topics: Iterable[str]) -> None:
         """Send the records of ``topics`` to ``runner`` from now on."""
         self.runner = runner
@@ -64,23 +69,36 @@ class BatchConsumer(AIOKafkaFaustConsumer):
             ):
                 batch += await self._accept(tp, recs)
         if batch:
-            await runner.handle(batch)
+            # a rebalance may start while the runner is busy: then these records are not ours
+            await runner.handle(batch, wanted=lambda: self.flow_active and not self.should_stop)
         return rest, active
 
     async def _accept(self, tp: TP, records: list[Any]) -> list[Any]:
-        """Faust's read-offset filter and gap bookkeeping for ``records`` of ``tp``."""
+        """Faust's read-offset filter and gap bookkeeping for ``records`` of ``tp``.
+
+        Also drops records this worker already took since it was assigned ``tp``: after
+        a rebalance the fetch position can jump back to the committed offset a second
+        time (measured under load: Faust's recovery seeks while the new assignment's
+        committed offsets are still being applied), and those records are processed
+        and waiting for their acknowledgement, not lost.
+        """
         read = self._read_offset[tp]
-        if read is not None and records and records[0].offset < read:
-            records = [r for r in records if r.offset >= read]
+        start = read if read is not None else -1
+        taken = self._taken_upto.get(tp)
+        if taken is not None:
+            start = max(start, taken + 1)
+        if records and records[0].offset < start:
+            records = [r for r in records if r.offset >= start]
         if not records:
             return records
-        previous = read
+        previous = start - 1 if start >= 0 else None  # the last offset already seen
         for record in records:
             if previous is not None and record.offset - previous > 1:
                 # offsets skipped (control records, compaction): committable as acked
                 await self._add_gap(tp, previous + 1, record.offset - 1)
             previous = record.offset
         self._read_offset[tp] = records[-1].offset
+        self._taken_upto[tp] = records[-1].offset
         return records
 
     def ack_records(self, records: Sequence[InputRecord]) -> None:
@@ -89,8 +107,9 @@ class BatchConsumer(AIOKafkaFaustConsumer):
         for record in records:
             by_tp[TP(record.topic, record.partition)].append(record.offset)
         n = 0
+        assigned = self.assignment()
         for tp, offsets in by_tp.items():
-            if tp not in self._active_partitions and tp not in self._paused_partitions:
+            if tp not in assigned:
                 continue  # revoked meanwhile: the new owner processes it again
             committed = self._committed_offset[tp]
             index = self._acked_index[tp]
@@ -105,7 +124,12 @@ class BatchConsumer(AIOKafkaFaustConsumer):
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Settle and commit while the partitions are still ours, then let Faust revoke."""
+        # Stop taking new batches first (Faust would do it a step later): records fetched
+        # from now on are left for whoever owns the partitions after the rebalance.
+        self.stop_flow()
         await self._settle_and_commit()
+        for tp in revoked:  # whatever we get back later starts from its committed offset
+            self._taken_upto.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
     async def wait_empty(self) -> None:
@@ -118,6 +142,13 @@ class BatchConsumer(AIOKafkaFaustConsumer):
             return
         try:
             await self.runner.drain()
-            await self.commit()
+            # commit() returns without committing when another commit is in flight; wait
+            # for that one, then commit what the drain just acknowledged.
+            await self.maybe_wait_for_commit_to_finish()
+            await self.force_commit()
+            log.info(
+                "settled and committed before a rebalance: %s",
+                {f"{tp.topic}[{tp.partition}]": o for tp, o in self._committed_offset.items()},
+            )
         except Exception:  # a failed commit only means more replay after the rebalance
             log.exception("could not settle the batch runner before a rebalance")

@@ -2,9 +2,11 @@
 
 For a batch: validate every message (bad ones → ``transactions.dlq`` with a reason),
 update per-card state and build each feature vector in arrival order, read terminal
-risk (cached; one Redis round trip for the misses), score the whole batch with one
-numpy call, emit one ``scores`` record per transaction, then one Redis pipeline writes
-terminal counts and scored vectors and claims alerts, and the new alerts go out.
+risk (cached; a Redis round trip only for terminals never seen), score the whole batch
+with one numpy call, emit one ``scores`` record per transaction. Then, in the background
+(:mod:`streams.batch_writer`), one Redis round trip writes terminal counts and scored
+vectors and claims alerts, and the new alerts go out; the batch's delivery futures
+include that work, so its offsets are acknowledged only after it.
 
 Whatever a message contains, :meth:`ScorePipeline.process` does not raise for it: a
 record that cannot be parsed, keyed, featurized or scored is dead-lettered. It raises
@@ -23,16 +25,14 @@ from typing import Any, NamedTuple, Protocol, cast
 
 import numpy as np
 from aiokafka.errors import KafkaError
-from redis.exceptions import NoScriptError
 
 from models.features import card_features, day_index, free_feature_values, tx_features
 from models.features.definitions import CARD_WINDOWS_DAYS
 from streams.alert_dedupe import AlertClaims
+from streams.batch_writer import AlertCandidate, BatchWriter
 from streams.emitter import Emitter, Message
 from streams.metrics import METRICS, RiskstreamMetrics
 from streams.outputs import (
-    alert_reason,
-    alert_value,
     decisions,
     dumps,
     explanation_dicts,
@@ -40,7 +40,6 @@ from streams.outputs import (
 )
 from streams.records import RecordError, Transaction, dead_letter, encode, parse_transaction
 from streams.redis_conn import RedisGuard
-from streams.resp import command_batch
 from streams.runtime import ScorerRuntime
 from streams.scored_store import ScoredStore, encode_entry
 from streams.settings import Settings
@@ -113,6 +112,17 @@ class ScorePipeline:
         self.redis = redis
         self.guard = guard
         self.metrics = metrics
+        self.writer = BatchWriter(
+            redis=redis,
+            guard=guard,
+            terminals=terminals,
+            scored=scored,
+            claims=claims,
+            send=self._send,
+            alerts_topic=settings.topic_alerts,
+            alert_threshold=settings.alert_threshold,
+            metrics=metrics,
+        )
 
     # --- entry point -----------------------------------------------------------------
     async def process(self, records: Sequence[InputRecord]) -> Futures:
@@ -187,10 +197,14 @@ class ScorePipeline:
         scorer = self.runtime.for_batch()  # the model is fixed for the whole batch
         schema = scorer.schema
         pairs = [(tx.terminal_id, day_index(tx.ts)) for tx in txs]
-        missing = self.terminals.missing(pairs)
-        if missing:
-            await self.guard.attempt(lambda: self.terminals.fetch(missing))
-        terminal = self.terminals.features(pairs)
+        terminals = self.terminals
+        seen = {terminal for terminal, _ in pairs}
+        missing = terminals.missing(seen)
+        if missing:  # never seen: wait for them (expired ones refresh in the background)
+            await self.guard.attempt(lambda: terminals.fetch(missing))
+        if terminals.cache_ttl_s > 0:
+            terminals.refresh_soon(terminals.expired(seen), self.guard)
+        terminal = terminals.features(pairs)
 
         rows: list[list[float]] = []
         kept: list[int] = []
@@ -225,10 +239,10 @@ class ScorePipeline:
             for j in np.flatnonzero(~ok).tolist():
                 err = RecordError("scoring_error", "non-finite feature or score")
                 dead.append((inputs[kept[j]], err))
-        rows = np.flatnonzero(ok).tolist()
-        if not rows:
+        valid = np.flatnonzero(ok).tolist()
+        if not valid:
             return []
-        return await self._emit(scorer.version, txs, inputs, kept, rows, X, scores, why, scoring_s)
+        return await self._emit(scorer.version, txs, inputs, kept, valid, X, scores, why, scoring_s)
 
     @staticmethod
     def _score_rows(scorer: Any, X: np.ndarray) -> tuple[np.ndarray, list[Any]]:
@@ -268,11 +282,14 @@ class ScorePipeline:
         scored_at = time.time()
         decided = decisions(scores[rows], review=settings.review_threshold, alert=alert_at)
         messages: list[Message] = []
-        alerts: list[tuple[InputRecord, Transaction, dict[str, Any]]] = []
+        alerts: list[AlertCandidate] = []
         entries: dict[str, bytes] = {}
         latencies: list[float] = []
         nan = float("nan")
         score_list = scores.tolist()
+        vectors = np.ascontiguousarray(X, dtype=np.float32)
+        width = vectors.shape[1] * 4 if vectors.ndim == 2 else 0
+        blob = vectors.tobytes()  # one copy; each entry takes its row as a bytes slice
         for n, j in enumerate(rows):
             tx, record = txs[kept[j]], inputs[kept[j]]
             stamp = record.timestamp
@@ -291,9 +308,9 @@ class ScorePipeline:
             )
             messages.append((record.partition, tx.tx_id.encode(), dumps(value)))
             if s >= alert_at:
-                alerts.append((record, tx, value))
+                alerts.append((record.partition, tx.tx_id, tx.amount, value))
             entries[tx.tx_id] = encode_entry(
-                X[j],
+                blob[j * width : (j + 1) * width],
                 terminal_id=tx.terminal_id,
                 ts=tx.ts,
                 card_id=tx.card_id,
@@ -302,84 +319,16 @@ class ScorePipeline:
             )
         futures = await self._send(settings.topic_scores, messages)
         self.scored.add(entries, scored_at)
-        to_alert = await self._write_state_and_claim(alerts)
-        if to_alert:
-            futures += await self._send(
-                settings.topic_alerts,
-                [
-                    (
-                        record.partition,
-                        tx.tx_id.encode(),
-                        dumps(
-                            alert_value(
-                                value,
-                                amount=tx.amount,
-                                reason=alert_reason(value["score"], alert_at, why_of(value)),
-                            )
-                        ),
-                    )
-                    for record, tx, value in to_alert
-                ],
-            )
+        # Redis round trip and alerts in the background; the batch is acked after them
+        futures.append(self.writer.submit(alerts))
         counts = {d: decided.count(d) for d in ("allow", "review", "block")}
-        alert_counts: dict[str, int] = {}
-        for _, _, value in to_alert:
-            alert_counts[value["decision"]] = alert_counts.get(value["decision"], 0) + 1
         self.metrics.record_scored_batch(
             scores=scores[rows],
             latencies_s=latencies,
             scoring_seconds=scoring_s,
             decisions=counts,
-            alerts=alert_counts,
         )
         return futures
-
-    async def _write_state_and_claim(
-        self, alerts: list[tuple[InputRecord, Transaction, dict[str, Any]]]
-    ) -> list[tuple[InputRecord, Transaction, dict[str, Any]]]:
-        """One Redis round trip: terminal counts, scored vectors, alert claims."""
-        ids = [tx.tx_id for _, tx, _ in alerts]
-
-        async def write() -> list[Any]:
-            batch = command_batch(self.redis)
-            increments = 0 if self.terminals.pending_writes else None  # EVALSHA goes first
-            self.terminals.queue_writes(batch)
-            self.scored.queue_writes(batch)
-            self.claims.queue_claims(batch, ids)
-            replies = await batch.execute()
-            if increments is not None and isinstance(replies[increments], NoScriptError):
-                # Redis restarted or was flushed: load the scripts and redo the increments
-                await self.terminals.load_scripts()
-                again = command_batch(self.redis)
-                self.terminals.queue_writes(again)
-                replies[increments : increments + 1] = (await again.execute())[:1]
-            for reply in replies:
-                if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
-                    raise reply
-            if increments is not None and isinstance(replies[increments], NoScriptError):
-                raise replies[increments]
-            return replies
-
-        replies = await self.guard.attempt(write)
-        if replies is None:
-            return alerts  # Redis down: send unclaimed; consumers deduplicate by tx_id
-        self.terminals.writes_done()
-        self.scored.writes_done()
-        previous = replies[len(replies) - len(ids) :] if ids else []
-        fresh = [a for a, prev in zip(alerts, previous, strict=True) if prev is None]
-        replayed = [
-            (tx.tx_id, record.partition, self.claims.parse_claim(prev))
-            for (record, tx, _), prev in zip(alerts, previous, strict=True)
-            if prev is not None
-        ]
-        if replayed:
-            try:
-                unpublished = await self.claims.unpublished(replayed)
-            except Exception:  # cannot tell: better a duplicate alert than a lost one
-                log.exception("could not check replayed alerts in Kafka; sending them")
-                unpublished = {tx_id for tx_id, _, _ in replayed}
-            fresh += [a for a in alerts if a[1].tx_id in unpublished]
-        return fresh
 
     async def _dead_letter(self, dead: Dead) -> Futures:
         messages: list[Message] = []
@@ -426,8 +375,3 @@ def feature_row(
     if extra_names:
         row += free_feature_values(free, extra_names)
     return row
-
-
-def why_of(value: dict[str, Any]) -> list[tuple[str, int, float]]:
-    """The explanation of a score dict back as ``(case_id, label, weight)`` tuples."""
-    return [(e["case_id"], e["label"], e["weight"]) for e in value["explanation"]]

@@ -101,9 +101,18 @@ class BatchRunner:
         return sum(len(p.records) for p in self._pending)
 
     # --- batch mode ------------------------------------------------------------------
-    async def handle(self, records: Sequence[InputRecord]) -> None:
-        """Process ``records`` in micro-batches of ``max_batch``; ack what has settled."""
+    async def handle(
+        self, records: Sequence[InputRecord], wanted: Callable[[], bool] | None = None
+    ) -> None:
+        """Process ``records`` in micro-batches of ``max_batch``; ack what has settled.
+
+        ``wanted()`` is asked once the runner is free: False (a rebalance started while
+        these records waited for the lock) drops them unprocessed, for whoever owns
+        their partitions next (they were not acknowledged, so they are fetched again).
+        """
         async with self._lock:
+            if wanted is not None and not wanted():
+                return
             for start in range(0, len(records), self.max_batch):
                 chunk = records[start : start + self.max_batch]
                 batch = self.cards.next_batch()

@@ -7,8 +7,10 @@ score agent stores them per transaction for ``feature_ttl_s``.
 One ``SET … EX`` per transaction costs ~20 µs of client time in redis-py, more than the
 whole per-transaction budget, so entries go into time-bucketed hashes instead: one
 ``HSET`` per micro-batch with every transaction of the batch (~2 µs per entry), and the
-bucket expires ``ttl`` after it closes. A lookup probes the ~9 live buckets, newest first,
-in one pipelined round trip. Entries live between ``ttl`` and ``ttl + bucket`` seconds.
+bucket expires ``ttl`` after it closes. An entry is a small JSON header (terminal, time,
+card, model version, score) and the float32 vector in binary. A lookup probes the ~9 live
+buckets, newest first, in one pipelined round trip. Entries live between ``ttl`` and
+``ttl + bucket`` seconds.
 
 Examples
 --------
@@ -29,7 +31,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,11 +42,10 @@ from streams.resp import CommandBatch
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 200_000  # entries kept for a later write while Redis is down
-_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
 def encode_entry(
-    x: Sequence[float] | np.ndarray,
+    x: Sequence[float] | np.ndarray | bytes,
     *,
     terminal_id: str,
     ts: float,
@@ -52,24 +53,34 @@ def encode_entry(
     model_version: str,
     score: float,
 ) -> bytes:
-    """One stored entry: the raw feature vector and what the labels agent needs with it."""
-    return orjson.dumps(
-        {
-            "x": x,
-            "terminal_id": terminal_id,
-            "ts": ts,
-            "card_id": card_id,
-            "model_version": model_version,
-            "score": score,
-        },
-        option=_NUMPY,
-    )
+    """One stored entry: a JSON header line, then the raw float32 feature vector.
+
+    The vector goes in binary (exact, and ~5x cheaper to write than JSON numbers);
+    ``x`` may already be those bytes (a row of a float32 batch).
+    """
+    header = orjson.dumps([terminal_id, ts, card_id, model_version, score])
+    vector = x if isinstance(x, bytes) else np.asarray(x, dtype=np.float32).tobytes()
+    return header + b"\n" + vector
 
 
 def decode_entry(raw: bytes) -> dict[str, Any]:
-    """Inverse of :func:`encode_entry` (``x`` comes back as a list of floats)."""
-    entry: dict[str, Any] = orjson.loads(raw)
-    return entry
+    """Inverse of :func:`encode_entry`: ``x`` (floats), ``terminal_id``, ``ts``, ...
+
+    Entries written as one JSON object (earlier versions) are read too.
+    """
+    if raw[:1] == b"{":
+        entry: dict[str, Any] = orjson.loads(raw)
+        return entry
+    header, _, vector = raw.partition(b"\n")
+    terminal_id, ts, card_id, model_version, score = orjson.loads(header)
+    return {
+        "x": np.frombuffer(vector, dtype=np.float32).tolist(),
+        "terminal_id": terminal_id,
+        "ts": ts,
+        "card_id": card_id,
+        "model_version": model_version,
+        "score": score,
+    }
 
 
 class ScoredStore:
@@ -123,10 +134,15 @@ class ScoredStore:
         """Entries buffered and not yet written."""
         return self._pending_n
 
-    def queue_writes(self, batch: CommandBatch) -> int:
-        """Add the buffered entries to ``batch`` (one HSET per bucket); commands added."""
+    def queue_writes(self, batch: CommandBatch) -> Callable[[], None]:
+        """Move the buffered entries into ``batch`` (one HSET per bucket).
+
+        Returns a function that puts them back in the buffer, for when the batch fails.
+        """
+        taken, self._pending = self._pending, deque()
+        self._pending_n = 0
         by_key: dict[str, dict[str, bytes]] = {}
-        for stamp, entries in self._pending:
+        for stamp, entries in taken:
             key = self.key_at(stamp)
             bucket = by_key.get(key)
             if bucket is None:
@@ -137,12 +153,12 @@ class ScoredStore:
             bucket_no = int(key.rsplit(":", 1)[1])
             batch.add("HSET", key, *[part for item in mapping.items() for part in item])
             batch.add("EXPIREAT", key, (bucket_no + 1) * self.bucket_s + self.ttl_s)
-        return 2 * len(by_key)
 
-    def writes_done(self) -> None:
-        """The pipeline holding :meth:`queue_writes` succeeded."""
-        self._pending.clear()
-        self._pending_n = 0
+        def restore() -> None:
+            self._pending.extendleft(reversed(taken))
+            self._pending_n += sum(len(entries) for _, entries in taken)
+
+        return restore
 
     # --- reads (labels agent) ------------------------------------------------------------
     async def get_many(self, tx_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -6,10 +6,12 @@ its counts live in Redis, one hash per terminal (``{prefix}term:{terminal_id}``,
 agent adds transaction counts; the labels agent adds fraud counts.
 
 Terminal features only read days at least 8 days old (the 7-day label delay), so a
-worker caches each terminal's counts for ``cache_ttl_s`` and computes the features of a
-``(terminal, day)`` once per cache lifetime. A micro-batch costs at most one pipelined
-round trip for the terminals it misses; writes join the batch's single write pipeline
-(:meth:`TerminalStore.queue_writes`).
+worker caches each terminal's counts and computes the features of a ``(terminal, day)``
+once per cached version. Only a terminal never seen makes a micro-batch wait (one
+pipelined round trip for all of them); counts older than ``cache_ttl_s`` are refreshed in
+the background while the stale ones keep serving (``cache_ttl_s = 0``: always fetched
+first, for replays of history at full speed). Writes join the batch's one Redis round
+trip (:meth:`TerminalStore.queue_writes`, :mod:`streams.batch_writer`).
 
 Examples
 --------
@@ -19,14 +21,17 @@ Examples
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from models.features import LABEL_DELAY_DAYS, terminal_window_days
 from models.features.definitions import TERMINAL_WINDOWS_DAYS
+from streams.redis_conn import RedisGuard
 from streams.resp import CommandBatch, command_batch, pairs
 
 Counts = tuple[dict[int, int], dict[int, int]]
@@ -162,6 +167,8 @@ class TerminalStore:
         self._counts: dict[str, tuple[float, TerminalCounts]] = {}
         self._features: dict[TerminalDay, tuple[float, tuple[float, ...]]] = {}
         self._pending_tx: defaultdict[TerminalDay, int] = defaultdict(int)
+        self._to_refresh: set[str] = set()
+        self._refreshing: asyncio.Future[None] | None = None
         self._stale: dict[str, list[str]] = {}
         self._swept_at = time.monotonic()
         self.fetches = 0
@@ -171,19 +178,40 @@ class TerminalStore:
         return f"{self.prefix}term:{terminal_id}"
 
     # --- reads -------------------------------------------------------------------------
-    def missing(self, pairs: Iterable[TerminalDay], now: float | None = None) -> list[str]:
-        """Terminals of ``pairs`` whose counts must be fetched before features can be made."""
+    def missing(self, terminals: Iterable[str]) -> list[str]:
+        """Terminals whose counts must be fetched before their features are made.
+
+        Those never fetched (or swept); with ``cache_ttl_s == 0``, every one of them.
+        Expired counts are only refreshed in the background (:meth:`refresh_soon`):
+        the features read days at least 8 days old, so seconds-old counts are as good.
+        """
+        if self.cache_ttl_s <= 0:
+            return sorted(set(terminals))
+        counts = self._counts
+        return sorted({terminal for terminal in terminals if terminal not in counts})
+
+    def expired(self, terminals: Iterable[str], now: float | None = None) -> list[str]:
+        """Terminals whose cached counts are older than ``cache_ttl_s``."""
         now = time.monotonic() if now is None else now
-        ttl = self.cache_ttl_s
-        out: set[str] = set()
-        for pair in pairs:
-            hit = self._features.get(pair)
-            if hit is not None and now - hit[0] < ttl:
-                continue
-            counts = self._counts.get(pair[0])
-            if counts is None or now - counts[0] >= ttl:
-                out.add(pair[0])
-        return sorted(out)
+        limit, counts = now - self.cache_ttl_s, self._counts
+        out = []
+        for terminal in terminals:
+            entry = counts.get(terminal)
+            if entry is not None and entry[0] <= limit:
+                out.append(terminal)
+        return out
+
+    def refresh_soon(self, terminals: Iterable[str], guard: RedisGuard) -> None:
+        """Refetch ``terminals`` in the background (one refresh in flight at a time)."""
+        self._to_refresh.update(terminals)
+        if self._to_refresh and (self._refreshing is None or self._refreshing.done()):
+            self._refreshing = asyncio.ensure_future(self._refresh(guard))
+
+    async def _refresh(self, guard: RedisGuard) -> None:
+        while self._to_refresh and guard.available():
+            chunk = list(itertools.islice(self._to_refresh, 2000))
+            self._to_refresh.difference_update(chunk)
+            await guard.attempt(lambda chunk=chunk: self.fetch(chunk))  # type: ignore[misc]
 
     async def fetch(self, terminals: list[str]) -> None:
         """Load ``terminals``' counts from Redis in one pipelined round trip."""
@@ -214,33 +242,27 @@ class TerminalStore:
                 if stale:
                     self._stale[terminal] = stale
 
-    def features(
-        self, pairs: Iterable[TerminalDay], now: float | None = None
-    ) -> dict[TerminalDay, tuple[float, ...]]:
-        """Terminal features of each ``(terminal, day)``; unknown counts count as zero.
+    def features(self, pairs: Iterable[TerminalDay]) -> dict[TerminalDay, tuple[float, ...]]:
+        """Terminal features of each ``(terminal, day)`` from the cached counts.
 
-        Call :meth:`missing` / :meth:`fetch` first; a terminal still missing (Redis
-        down) uses stale counts if any, else none, so scoring always proceeds.
+        Call :meth:`missing` / :meth:`fetch` first; a terminal still without counts
+        (Redis down) counts as zero, so scoring always proceeds. Features are computed
+        once per ``(terminal, day)`` and cached count version.
         """
-        now = time.monotonic() if now is None else now
-        ttl = self.cache_ttl_s
         out: dict[TerminalDay, tuple[float, ...]] = {}
+        cache, counts_of = self._features, self._counts
         for pair in pairs:
             if pair in out:
                 continue
-            hit = self._features.get(pair)
-            counts_entry = self._counts.get(pair[0])
-            if (
-                hit is not None
-                and now - hit[0] < ttl
-                and (counts_entry is None or counts_entry[0] <= hit[0])
-            ):
+            hit = cache.get(pair)
+            entry = counts_of.get(pair[0])
+            stamp = entry[0] if entry is not None else -1.0
+            if hit is not None and hit[0] == stamp:
                 out[pair] = hit[1]
                 continue
-            counts = counts_entry[1] if counts_entry is not None else _NO_COUNTS
+            counts = entry[1] if entry is not None else _NO_COUNTS
             feats = counts.features(pair[1])
-            stamp = counts_entry[0] if counts_entry is not None else now
-            self._features[pair] = (stamp, feats)
+            cache[pair] = (stamp, feats)
             out[pair] = feats
         return out
 
@@ -260,27 +282,35 @@ class TerminalStore:
         """Buffered ``(terminal, day)`` increments not yet written."""
         return len(self._pending_tx)
 
-    def queue_writes(self, batch: CommandBatch) -> int:
-        """Add the buffered increments to ``batch``; returns how many commands were added.
+    def queue_writes(self, batch: CommandBatch) -> tuple[int | None, Callable[[], None]]:
+        """Move the buffered writes into ``batch``.
 
-        All increments of a batch are one ``EVALSHA`` (redis-py spends ~12 µs of Python per
-        pipelined command; the server-side loop costs ~1 µs per increment). The buffer is
-        kept until :meth:`writes_done`, so a failed pipeline loses nothing.
+        Returns the index of the increments' ``EVALSHA`` in the batch (``None``: no
+        increments) and a function that puts the writes back in the buffer, for when the
+        batch fails. All increments are one ``EVALSHA`` (redis-py spends ~12 µs of Python
+        per pipelined command; the server-side loop ~1 µs per increment).
         """
-        n = 0
-        if self._pending_tx:
+        taken, self._pending_tx = self._pending_tx, defaultdict(int)
+        stale, self._stale = self._stale, {}
+        index = None
+        if taken:
             keys: list[str] = []
             args: list[Any] = [RETENTION_DAYS * 86_400]
-            for (terminal, day), inc in self._pending_tx.items():
+            for (terminal, day), inc in taken.items():
                 keys.append(self.key(terminal))
                 args.append(f"t{day}")
                 args.append(inc)
-            batch.add("EVALSHA", self._sha(_INCREMENTS), len(keys), *keys, *args)
-            n += 1
-        for terminal, fields in self._stale.items():
+            index = batch.add("EVALSHA", self._sha(_INCREMENTS), len(keys), *keys, *args)
+        for terminal, fields in stale.items():
             batch.add("HDEL", self.key(terminal), *fields)
-            n += 1
-        return n
+
+        def restore() -> None:
+            for pair, inc in taken.items():
+                self._pending_tx[pair] += inc
+            for terminal, fields in stale.items():
+                self._stale.setdefault(terminal, fields)
+
+        return index, restore
 
     def _sha(self, script: str) -> str:
         return _SHAS[script]
@@ -289,11 +319,6 @@ class TerminalStore:
         """Register the Lua scripts with Redis (once per connection loss is enough)."""
         for script in (_INCREMENTS, _APPLY_LABEL):
             await self.redis.script_load(script)
-
-    def writes_done(self) -> None:
-        """The pipeline holding :meth:`queue_writes` succeeded: clear the buffer."""
-        self._pending_tx.clear()
-        self._stale.clear()
 
     def queue_label(
         self, pipe: Any, *, tx_id: str, label: int, terminal_id: str, day: int, ttl_s: int

@@ -90,6 +90,8 @@ async def tail_alerts(
         **kafka_client_kwargs(settings),
         group_id=None,
         enable_auto_commit=False,
+        # where to start when the partitions get their first position
+        auto_offset_reset="earliest" if from_beginning else "latest",
     )
     await _start(consumer, settings)
     seen = SeenIds()

@@ -253,8 +253,13 @@ def pipeline_settings(settings: Any, model: Path, **overrides: Any) -> Settings:
     return made
 
 
-def wire_source(n: int, seed: int) -> list[tuple[dict[str, Any], int | None]]:
-    frame = simulated_records(n_customers=400, n_terminals=800, n_days=40, seed=seed)
+def wire_source(
+    n: int, seed: int, n_customers: int = 400
+) -> list[tuple[dict[str, Any], int | None]]:
+    """The first ``n`` simulated transactions as (wire dict, no label)."""
+    frame = simulated_records(
+        n_customers=n_customers, n_terminals=2 * n_customers, n_days=40, seed=seed
+    )
     rows = frame.head(n).to_dict("records")
     return [
         (

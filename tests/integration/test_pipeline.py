@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,16 +21,18 @@ from aiokafka import AIOKafkaProducer
 from pipeline_helpers import (  # noqa: F401 - tiny_model is a fixture
     MAX_BYTES,
     MAX_FEATURES,
+    RISKSTREAM,
     pipeline_settings,
     read_topic,
     tiny_model_fixture,
     values,
     wire_source,
+    worker_env,
     workers,
 )
 
 from streams.producer import kafka_client_kwargs, produce_transactions
-from streams.records import Transaction, encode, parse_alert, parse_score
+from streams.records import Transaction, encode, parse_alert, parse_label, parse_score
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -167,3 +170,65 @@ def test_malformed_messages_dead_lettered_with_reason(
     assert dead_metric == 1_000
     scored = [v["tx_id"] for v in values(scores)]
     assert sorted(scored) == sorted(tx["tx_id"] for tx in valid)
+
+
+def test_alerts_cli_tails_unique_alerts_and_label_cli_sends_labels(
+    settings: Any, tiny_model: Path, tmp_path: Path
+) -> None:
+    s = pipeline_settings(settings, tiny_model, alert_threshold=0.5, review_threshold=0.3)
+    source = wire_source(3_000, seed=29)
+    env = worker_env(s)
+    with workers(s, tmp_path, 1) as (worker,):
+        worker.wait_ready()
+        asyncio.run(produce_transactions(s, source))
+        asyncio.run(read_topic(s, s.topic_scores, until=len(source)))
+        alerts = values(asyncio.run(read_topic(s, s.topic_alerts, idle_s=2.0)))
+    assert alerts, "the test needs some alerts"
+    # an alert delivered twice (e.g. Redis was down) is shown once by the consumer side
+    asyncio.run(_resend(s, s.topic_alerts, orjson.dumps(alerts[0])))
+    tail = subprocess.run(
+        [str(RISKSTREAM), "alerts", "--json", "--from-beginning", "--idle-timeout", "3"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    shown = [orjson.loads(line) for line in tail.stdout.splitlines()]
+    assert shown, tail.stderr.decode()
+    assert sorted(a["tx_id"] for a in shown) == sorted(a["tx_id"] for a in alerts)
+
+    labels_csv = tmp_path / "labels.csv"
+    labels_csv.write_text("tx_id,label\n" + "\n".join(f"{a['tx_id']},fraud" for a in alerts[:3]))
+    one = subprocess.run(
+        [str(RISKSTREAM), "label", source[0][0]["tx_id"], "--legit"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    many = subprocess.run(
+        [str(RISKSTREAM), "label", "--file", str(labels_csv)],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert b"sent 1 label" in one.stdout and b"sent 3 label" in many.stdout
+    labels = [parse_label(r.value) for r in asyncio.run(read_topic(s, s.topic_labels, until=4))]
+    assert {(lab.tx_id, lab.label) for lab in labels} == {(source[0][0]["tx_id"], 0)} | {
+        (a["tx_id"], 1) for a in alerts[:3]
+    }
+    bad = subprocess.run(
+        [str(RISKSTREAM), "label", "tx-1"], env=env, capture_output=True, timeout=60
+    )
+    assert bad.returncode != 0 and b"--fraud or --legit" in bad.stderr
+    assert b"Traceback" not in bad.stderr
+
+
+async def _resend(s: Settings, topic: str, value: bytes) -> None:
+    producer = AIOKafkaProducer(**kafka_client_kwargs(s))
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=b"dup")
+    finally:
+        await producer.stop()

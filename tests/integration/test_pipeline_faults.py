@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +134,60 @@ def test_kill_9_one_worker_mid_stream_loses_nothing(
     assert always_high <= set(alert_ids)
     replayed = sum(1 for ss in by_tx.values() if len(ss) > 1)
     print(f"\n{replayed} transactions scored twice after the kill; {len(alert_ids)} alerts")
+
+
+def test_worker_joining_mid_stream_rebalances_without_replays(
+    settings: Any, tiny_model: Path, tmp_path: Path
+) -> None:
+    # Scale-out is a rebalance, not a failure: the first worker finishes its batch, flushes
+    # its state and commits before it gives partitions away, so nothing is scored twice.
+    s = pipeline_settings(settings, tiny_model)
+    source = wire_source(80_000, seed=19, n_customers=1200)  # ~40 s at 2,000/s at most
+    joined = threading.Event()
+    produced: list[str] = []
+
+    def until_joined() -> Iterator[tuple[dict[str, Any], int | None]]:
+        stop_at: float | None = None
+        for record in source:
+            if joined.is_set():
+                stop_at = stop_at or time.monotonic() + 3.0  # keep going 3 s after the join
+                if time.monotonic() > stop_at:
+                    return
+            produced.append(record[0]["tx_id"])
+            yield record
+
+    first = WorkerProcess(s, tmp_path / "first.log")
+    second: WorkerProcess | None = None
+    try:
+        first.wait_ready()
+        wait_for_stable_group(s, 1)
+        second = WorkerProcess(s, tmp_path / "second.log")
+
+        def join() -> None:
+            assert second is not None
+            second.wait_ready(timeout=120)
+            wait_for_stable_group(s, 2)
+            joined.set()
+
+        async def produce_while_joining() -> None:
+            waiting = asyncio.create_task(asyncio.to_thread(join))
+            await produce_transactions(s, until_joined(), rate=2_000)
+            await waiting
+
+        asyncio.run(produce_while_joining())
+        assert len(produced) < len(source), "the stream ended before the second worker joined"
+        both = [first, second]
+        wait_idle(both, len(produced))
+        scores = values(asyncio.run(read_topic(s, s.topic_scores, idle_s=3.0)))
+        per_worker = [w.metric("riskstream_transactions_scored_total") for w in both]
+        assert all(w.alive() for w in both)
+    finally:
+        for w in (first, second):
+            if w is not None:
+                w.stop()
+    ids = Counter(v["tx_id"] for v in scores)
+    twice = sum(1 for n in ids.values() if n > 1)
+    missing = set(produced) - set(ids)
+    assert not missing, f"{len(missing)} of {len(produced)} never scored ({twice} twice)"
+    assert twice == 0, f"{twice} transactions scored twice across the rebalance"
+    assert per_worker[1] > 0, per_worker

@@ -19,7 +19,7 @@ from models.features import FEATURE_NAMES
 from models.features.transform import FeatureTransform
 from models.matching import MatchingNetwork
 from models.scorer import Scorer
-from streams import terminal_store
+from streams import alert_dedupe, terminal_store
 
 
 class FakeRedis:
@@ -40,6 +40,8 @@ class FakeRedis:
 
     async def script_load(self, script: str) -> str:
         self.scripts_loaded = True
+        if script == alert_dedupe._CLAIM:
+            return alert_dedupe.CLAIM_SHA
         return terminal_store._SHAS[script]
 
     async def hgetall(self, key: str) -> dict[bytes, bytes]:
@@ -73,6 +75,9 @@ class FakeRedis:
             if delta:
                 self._hincrby(term_key, argv[2], delta)
             return delta
+        if sha == alert_dedupe.CLAIM_SHA:
+            stamp, _ttl = argv
+            return [self._set(key, stamp, nx=True, get=True) for key in keys]
         raise AssertionError(f"unknown script {sha}")
 
     def _set(self, key: str, value: Any, nx: bool, get: bool) -> Any:
