@@ -3,8 +3,12 @@
 Each ``bench/bench_*.py`` module has a ``main()`` that prints its own table and writes
 ``bench/results/<name>.json``. They run one after another in their own processes (so one
 benchmark's threads, memory or event loop never leak into the next); then the figures
-named by the project's summary keys are gathered from those files. Nothing here asserts
+named by the project's summary keys are gathered from those files. Each figure is the
+median of at least 3 repeats with its spread (``median``, ``min``, ``max``, ``iqr``,
+``runs``; :mod:`bench.stats`) and the ``command`` that measures it. Nothing here asserts
 on time: a benchmark measures.
+
+    .venv/bin/python -m bench [name ...]   # e.g. ``python -m bench pipeline``
 """
 
 from __future__ import annotations
@@ -52,26 +56,51 @@ def _run(module: str) -> tuple[int, float]:
 
 
 def _gather() -> dict[str, Any]:
-    """The summary keys found at the top level (or under ``summary``) of any result file."""
+    """The summary keys found at the top level (or under ``summary``) of any result file,
+    each with the command that measured it."""
     found: dict[str, Any] = {}
-    for path in sorted(RESULTS.glob("*.json")):
-        if path.name == "summary.json":
+    # only each module's own file: partial or before/after runs write other names
+    for path in sorted(RESULTS / f"{m.removeprefix('bench_')}.json" for m in _modules([])):
+        if not path.is_file():
             continue
         try:
             data = json.loads(path.read_text())
         except ValueError:
             continue
+        command = data.get("command") or f"python -m bench.{path.stem}"
         for scope in (data, data.get("summary", {})):
             if isinstance(scope, dict):
                 for key in SUMMARY_KEYS:
                     if key in scope:
-                        found[key] = {"value": scope[key], "source": path.name}
+                        value = scope[key]
+                        if isinstance(value, dict):
+                            value = {**value, "command": value.get("command", command)}
+                        found[key] = {"value": value, "source": path.name}
     return found
+
+
+def _num(x: float) -> str:
+    """A figure with the digits that matter: 242,101 / 27.4 / 0.0741."""
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.3g}"
+
+
+def _text(value: Any) -> str:
+    """``median [min-max]`` of a figure (of each sub-figure: latency percentiles, batches)."""
+    if isinstance(value, dict) and "median" in value:
+        return f"{_num(value['median'])} [{_num(value['min'])}-{_num(value['max'])}]"
+    if isinstance(value, dict):
+        parts = [f"{k} {_text(v)}" for k, v in value.items() if isinstance(v, dict)]
+        if parts:
+            return "; ".join(parts)
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
 def main(argv: list[str]) -> int:
     console = Console()
     RESULTS.mkdir(exist_ok=True)
+    started, load_start = time.perf_counter(), os.getloadavg()
     runs: dict[str, dict[str, Any]] = {}
     for module in _modules(argv):
         console.rule(f"[bold]{module}")
@@ -83,7 +112,11 @@ def main(argv: list[str]) -> int:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "load_average_at_start": [round(x, 2) for x in load_start],
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         },
+        "command": "python -m bench " + " ".join(argv),
+        "seconds": round(time.perf_counter() - started, 1),
         "runs": runs,
         **{key: figures[key]["value"] for key in SUMMARY_KEYS if key in figures},
         "missing": [key for key in SUMMARY_KEYS if key not in figures],
@@ -91,13 +124,11 @@ def main(argv: list[str]) -> int:
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = Table(title="riskstream benchmarks (bench/results/summary.json)")
     table.add_column("figure")
-    table.add_column("value")
+    table.add_column("median [min-max] of the repeats")
     table.add_column("from")
     for key in SUMMARY_KEYS:
         if key in figures:
-            value = figures[key]["value"]
-            text = json.dumps(value) if isinstance(value, dict | list) else str(value)
-            table.add_row(key, text, figures[key]["source"])
+            table.add_row(key, _text(figures[key]["value"]), figures[key]["source"])
         else:
             table.add_row(key, "[yellow]not measured[/]", "")
     console.print(table)

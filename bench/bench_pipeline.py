@@ -3,17 +3,22 @@
 * ``raw_consume_tx_per_s``: a bare aiokafka consumer (``getmany(5000)`` + ``orjson.loads``)
   reading the preloaded ``transactions`` topic: the stack's limit on this machine.
 * ``scored_tx_per_s_1_worker``: one ``riskstream worker`` (default ``batch`` consume mode)
-  draining the same backlog; also the ``stream`` mode (Faust ``take()``) for comparison,
-  and two workers in one group.
+  draining the whole backlog (steady rate between 10 % and 90 % of it), and
+  ``worker_rss_mb_after_1m_tx``: that worker's RSS once it scored the backlog (1,000,000
+  transactions by default). ``ratio_to_raw``: each worker repeat over the raw repeat
+  measured next to it.
+* ``scored_tx_per_s_2_workers``: two workers in one group, until ``--two-tx`` are scored;
+  also one run of the ``stream`` mode (Faust ``take()``) for comparison.
 * ``latency_ms_at_1k`` / ``_at_5k``: produce→score p50/p95/p99 (from each score record's
   ``latency_ms``: Kafka record timestamp → scored) with transactions paced at 1,000 and
-  5,000 tx/s into an idle worker.
+  5,000 tx/s into an idle worker (timestamps are the send time, as in a live stream).
 
-Kafka and Valkey are started for the run (real Apache Kafka, embedded Valkey) in a temp
-folder, and stopped after. Prints a table; writes ``bench/results/pipeline.json``. Never
-asserts on time.
+Every figure is the median of ``--repeats`` runs with its spread (min, max, IQR, runs)
+and the command that measures it. Kafka and Valkey are started for the run (real Apache
+Kafka, embedded Valkey) in a temp folder, and stopped after. Prints a table; writes
+``bench/results/pipeline.json``. Never asserts on time.
 
-    .venv/bin/python -m bench.bench_pipeline [--tx 200000] [--repeats 3]
+    .venv/bin/python -m bench.bench_pipeline [--tx 1000000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from pipeline_helpers import WorkerProcess, tiny_artifact  # noqa: E402
 
+from bench.stats import spread  # noqa: E402
 from models.datasets import SimulatorConfig, simulate  # noqa: E402
 from models.datasets.replay import from_simulation  # noqa: E402
 from streams.producer import kafka_client_kwargs, produce_transactions  # noqa: E402
@@ -53,6 +59,7 @@ from streams.services.valkey import EmbeddedValkey  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
+PARTS = ("drain", "stream", "two", "latency")
 console = Console()
 
 
@@ -89,12 +96,23 @@ def model_dir(root: Path, wanted: Path | None) -> tuple[Path, str]:
 
 def source(n: int, seed: int = 0) -> list[tuple[dict[str, Any], int | None]]:
     """``n`` handbook-like transactions (5,000 cards, 10,000 terminals)."""
-    days = max(3, int(n / 5000 / 2.0) + 2)
-    frame = simulate(SimulatorConfig(n_customers=5000, n_terminals=10_000, n_days=days, seed=seed))
-    out = list(from_simulation(frame).records())[:n]
+    out = list(source_iter(n, seed))
     if len(out) < n:
         raise SystemExit(f"simulation gave {len(out)} < {n} transactions")
     return out
+
+
+def source_iter(n: int, seed: int = 0) -> Iterator[tuple[dict[str, Any], int | None]]:
+    """:func:`source` as a generator (a million dicts need not sit in memory at once)."""
+    # ~2 tx per customer and day on average: simulate ~10 % more days than that needs
+    days = max(3, int(n / 5000 / 1.8) + 2)
+    frame = simulate(SimulatorConfig(n_customers=5000, n_terminals=10_000, n_days=days, seed=seed))
+    if len(frame) < n:
+        raise SystemExit(f"simulation gave {len(frame)} < {n} transactions")
+    for i, row in enumerate(from_simulation(frame).records()):
+        if i >= n:
+            return
+        yield row
 
 
 async def raw_consume(s: Settings, n: int) -> tuple[float, float]:
@@ -126,10 +144,15 @@ async def raw_consume(s: Settings, n: int) -> tuple[float, float]:
         await consumer.stop()
 
 
+WORKER_ENV: dict[str, str] = {}  # extra environment of every worker (``--code``)
+
+
 def drain_rate(s: Settings, n: int, log_dir: Path, *, workers: int = 1) -> dict[str, float]:
     """Scored tx/s of ``workers`` fresh workers (own group) draining ``n`` queued messages."""
     redis.Redis.from_url(s.redis_url).flushdb()  # each run starts with an empty Redis
-    procs = [WorkerProcess(s, log_dir / f"{s.app_id}-{i}.log") for i in range(workers)]
+    procs = [
+        WorkerProcess(s, log_dir / f"{s.app_id}-{i}.log", **WORKER_ENV) for i in range(workers)
+    ]
     samples: list[tuple[float, float, float]] = []
     try:
         for p in procs:
@@ -140,7 +163,7 @@ def drain_rate(s: Settings, n: int, log_dir: Path, *, workers: int = 1) -> dict[
             samples.append((time.monotonic(), done, sum(_cpu_s(p.pid) for p in procs)))
             if done >= n:
                 break
-            time.sleep(0.25)
+            time.sleep(1.0)  # a scrape costs the worker CPU: poll gently
         rss = [_rss_mb(p.pid) for p in procs]
     finally:
         for p in procs:
@@ -210,7 +233,7 @@ async def _latencies(s: Settings, tx_ids: set[str], timeout: float = 60.0) -> li
 def latency_at(s: Settings, rate: int, seconds: float, seed: int) -> dict[str, float]:
     """Produce→score percentiles with ``rate`` tx/s for ``seconds`` into a running worker."""
     rows = source(int(rate * seconds), seed=seed)
-    rows = [({**tx, "tx_id": f"lat{rate}-{tx['tx_id']}"}, None) for tx, _ in rows]
+    rows = [({**tx, "tx_id": f"lat{rate}-{seed}-{tx['tx_id']}"}, None) for tx, _ in rows]
     stats = asyncio.run(produce_transactions(s, rows, rate=rate, stamp_now=True))
     lat = np.array(asyncio.run(_latencies(s, {tx["tx_id"] for tx, _ in rows})))
     warm = lat[len(lat) // 10 :]  # the first second warms the worker's caches
@@ -224,24 +247,45 @@ def latency_at(s: Settings, rate: int, seconds: float, seed: int) -> dict[str, f
     }
 
 
-def spread(values: list[float]) -> dict[str, Any]:
-    return {
-        "median": round(statistics.median(values), 1),
-        "min": round(min(values), 1),
-        "max": round(max(values), 1),
-        "runs": [round(v, 1) for v in values],
+def _latency_figure(runs: list[dict[str, float]], command: str) -> dict[str, Any]:
+    """Median and spread of each percentile over the repeats."""
+    out: dict[str, Any] = {
+        q: spread([r[q] for r in runs]) for q in ("p50", "p95", "p99", "achieved_rate")
     }
+    out["n_per_run"] = runs[0]["n"]
+    out["command"] = command
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tx", type=int, default=200_000, help="backlog size")
+    parser.add_argument("--tx", type=int, default=1_000_000, help="backlog size")
+    parser.add_argument("--two-tx", type=int, default=300_000, help="scored by 2 workers")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
-    parser.add_argument("--no-stream-mode", action="store_true")
     parser.add_argument("--model", type=Path, default=None, help="model artifact folder")
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help="comma-separated subset of drain,stream,two,latency (default: all)",
+    )
+    parser.add_argument(
+        "--code",
+        type=Path,
+        default=None,
+        help="run the workers on another copy of streams/ and models/ (before/after)",
+    )
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if args.code:
+        WORKER_ENV["PYTHONPATH"] = str(args.code.resolve())
+    command = "python -m bench.bench_pipeline " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    command = command.strip()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    started = time.monotonic()
+    load_start = os.getloadavg()
     with (
         tempfile.TemporaryDirectory(prefix="rs-bench-") as tmp,
         services(Path(tmp)) as (kafka, redis),
@@ -258,121 +302,171 @@ def main(argv: list[str] | None = None) -> int:
         )
         ensure_topics(base)
         console.print(f"preloading {args.tx:,} transactions ...")
-        preload = asyncio.run(produce_transactions(base, source(args.tx)))
-        raw_runs = [asyncio.run(raw_consume(base, args.tx)) for _ in range(args.repeats)]
-        raw = [wall for wall, _ in raw_runs]
-        raw_cpu = [per_cpu for _, per_cpu in raw_runs]
-        console.print(f"raw aiokafka: {spread(raw)}")
-        batch = []
-        for r in range(args.repeats):
+        preload = asyncio.run(produce_transactions(base, source_iter(args.tx)))
+        raw_runs: list[tuple[float, float]] = []
+        batch: list[dict[str, float]] = []
+        for r in range(args.repeats if "drain" in parts else 0):
+            # raw and worker alternate: each ratio compares runs made next to each other
+            raw_runs.append(asyncio.run(raw_consume(base, args.tx)))
+            console.print(f"raw aiokafka run {r}: {raw_runs[-1][0]:,.0f} tx/s")
             s = base.model_copy(update={"app_id": f"bench-batch-{r}"})
             batch.append(drain_rate(s, args.tx, root))
             console.print(f"worker (batch mode) run {r}: {batch[-1]}")
         stream: list[dict[str, float]] = []
-        if not args.no_stream_mode:
+        if "stream" in parts:
             s = base.model_copy(update={"app_id": "bench-stream", "consume_mode": "stream"})
-            stream.append(drain_rate(s, args.tx, root))
+            stream.append(drain_rate(s, min(args.two_tx, args.tx), root))
             console.print(f"worker (stream mode, Faust take()): {stream[-1]}")
-        two = drain_rate(base.model_copy(update={"app_id": "bench-two"}), args.tx, root, workers=2)
-        console.print(f"two workers: {two}")
-        lat_settings = base.model_copy(
-            update={
-                "app_id": "bench-latency",
-                "topic_transactions": "bench-lat-transactions",
-                "topic_scores": "bench-lat-scores",
-                "topic_alerts": "bench-lat-alerts",
-            }
+        two = []
+        for r in range(args.repeats if "two" in parts else 0):
+            s = base.model_copy(update={"app_id": f"bench-two-{r}"})
+            two.append(drain_rate(s, min(args.two_tx, args.tx), root, workers=2))
+            console.print(f"two workers run {r}: {two[-1]}")
+        lat: dict[int, list[dict[str, float]]] = {1000: [], 5000: []}
+        if "latency" in parts:
+            lat = latencies(base, root, args.repeats, args.latency_seconds)
+    summary: dict[str, Any] = {}
+    per_cpu: dict[str, Any] = {}
+    if batch:
+        raw = [wall for wall, _ in raw_runs]
+        raw_cpu = [cpu for _, cpu in raw_runs]
+        rates = [b["steady_tx_per_s"] for b in batch]
+        cpu_rates = [b["tx_per_cpu_s"] for b in batch]
+        summary["scored_tx_per_s_1_worker"] = spread(rates, command=command, digits=1)
+        summary["raw_consume_tx_per_s"] = spread(raw, command=command, digits=1)
+        summary["ratio_to_raw"] = spread(
+            [a / b for a, b in zip(rates, raw, strict=True)], command=command, digits=4
         )
-        ensure_topics(lat_settings)
-        worker = WorkerProcess(lat_settings, root / "latency-worker.log")
-        try:
-            worker.wait_ready(timeout=120)
-            time.sleep(2.0)
-            lat = {
-                rate: latency_at(lat_settings, rate, args.latency_seconds, seed=rate)
-                for rate in (1000, 5000)
-            }
-        finally:
-            worker.stop()
-    one = spread([b["steady_tx_per_s"] for b in batch])
-    one_cpu = spread([b["tx_per_cpu_s"] for b in batch])
-    raw_s, raw_c = spread(raw), spread(raw_cpu)
+        rss = spread([b["rss_mb"] for b in batch], command=command, digits=1)
+        if args.tx >= 1_000_000:
+            summary["worker_rss_mb_after_1m_tx"] = {**rss, "after_tx": args.tx}
+        per_cpu = {  # contention-free view on a shared machine
+            "scored_tx_per_cpu_s_1_worker": spread(cpu_rates, digits=1),
+            "raw_consume_tx_per_cpu_s": spread(raw_cpu, digits=1),
+            "ratio_to_raw": spread(
+                [a / b for a, b in zip(cpu_rates, raw_cpu, strict=True)], digits=4
+            ),
+            "worker_cpu_us_per_tx": round(1e6 / statistics.median(cpu_rates), 1),
+            "worker_rss_mb_after_backlog": {**rss, "after_tx": args.tx},
+        }
+    if two:
+        summary["scored_tx_per_s_2_workers"] = spread(
+            [t["steady_tx_per_s"] for t in two], command=command, digits=1
+        )
+    if lat[1000]:
+        summary["latency_ms_at_1k"] = _latency_figure(lat[1000], command)
+        summary["latency_ms_at_5k"] = _latency_figure(lat[5000], command)
     load = os.getloadavg()
     result = {
-        "command": "python -m bench.bench_pipeline " + " ".join(argv or sys.argv[1:]),
+        "command": command,
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "load_average_at_start": [round(x, 2) for x in load_start],
             "load_average_at_end": [round(x, 2) for x in load],
         },
+        "seconds": round(time.monotonic() - started, 1),
         "model": model_name,
+        "worker_code": str(args.code) if args.code else "this checkout",
         "backlog_tx": args.tx,
         "preload_tx_per_s": round(preload.rate, 1),
-        "summary": {
-            "scored_tx_per_s_1_worker": one["median"],
-            "scored_tx_per_s_2_workers": round(two["steady_tx_per_s"], 1),
-            "raw_consume_tx_per_s": raw_s["median"],
-            "ratio_to_raw": round(one["median"] / raw_s["median"], 3),
-            "latency_ms_at_1k": lat[1000],
-            "latency_ms_at_5k": lat[5000],
-        },
-        "per_cpu_second": {  # contention-free view on a shared machine
-            "scored_tx_per_cpu_s_1_worker": one_cpu["median"],
-            "raw_consume_tx_per_cpu_s": raw_c["median"],
-            "ratio_to_raw": round(one_cpu["median"] / raw_c["median"], 3),
-            "worker_cpu_us_per_tx": round(1e6 / one_cpu["median"], 1),
-        },
+        "summary": summary,
+        "per_cpu_second": per_cpu,
         "detail": {
-            "raw_consume_tx_per_s": raw_s,
-            "raw_consume_tx_per_cpu_s": raw_c,
-            "batch_mode_1_worker": {"steady": one, "per_cpu_s": one_cpu, "runs": batch},
+            "batch_mode_1_worker": batch,
             "stream_mode_1_worker": stream,
             "batch_mode_2_workers": two,
+            "latency_runs": {str(k): v for k, v in lat.items()},
         },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = Table(title=f"pipeline ({args.tx:,} tx backlog, {model_name}; load {load[0]:.1f})")
-    table.add_column("figure")
+    # a partial or other-code run must not stand in for the full one in make bench's summary
+    name = "pipeline" if parts >= set(PARTS) and not args.code else "pipeline-partial"
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result, model_name, stream)
+    console.print(f"wrote {RESULTS / f'{name}.json'}")
+    return 0
+
+
+def latencies(
+    base: Settings, root: Path, repeats: int, seconds: float
+) -> dict[int, list[dict[str, float]]]:
+    """Produce→score percentiles at 1,000 and 5,000 tx/s, ``repeats`` times each."""
+    lat_settings = base.model_copy(
+        update={
+            "app_id": "bench-latency",
+            "topic_transactions": "bench-lat-transactions",
+            "topic_scores": "bench-lat-scores",
+            "topic_alerts": "bench-lat-alerts",
+        }
+    )
+    ensure_topics(lat_settings)
+    worker = WorkerProcess(lat_settings, root / "latency-worker.log", **WORKER_ENV)
+    lat: dict[int, list[dict[str, float]]] = {1000: [], 5000: []}
+    try:
+        worker.wait_ready(timeout=120)
+        time.sleep(2.0)
+        for r in range(repeats):
+            for rate in lat:
+                lat[rate].append(latency_at(lat_settings, rate, seconds, r))
+                console.print(f"latency at {rate}/s run {r}: {lat[rate][-1]}")
+    finally:
+        worker.stop()
+    return lat
+
+
+def _fig(f: dict[str, Any], fmt: str = "{:,.0f}") -> str:
+    return f"{fmt.format(f['median'])} [{fmt.format(f['min'])}-{fmt.format(f['max'])}]"
+
+
+def print_table(result: dict[str, Any], model_name: str, stream: list[dict[str, float]]) -> None:
+    """The medians with their [min-max] over the repeats."""
+    summary, per_cpu = result["summary"], result["per_cpu_second"]
+    load = result["machine"]["load_average_at_end"]
+    table = Table(
+        title=f"pipeline ({result['backlog_tx']:,} tx backlog, {model_name}; load {load[0]:.1f})"
+    )
+    table.add_column("figure (median [min-max])")
     table.add_column("wall clock", justify="right")
     table.add_column("per CPU-second", justify="right")
-    table.add_row(
-        "raw aiokafka consume (getmany + orjson)",
-        f"{raw_s['median']:,.0f} tx/s",
-        f"{raw_c['median']:,.0f} tx",
-    )
-    table.add_row(
-        "1 worker, batch mode (steady)",
-        f"{one['median']:,.0f} tx/s",
-        f"{one_cpu['median']:,.0f} tx",
-    )
+    if "scored_tx_per_s_1_worker" in summary:
+        table.add_row(
+            "raw aiokafka consume (getmany + orjson), tx/s",
+            _fig(summary["raw_consume_tx_per_s"]),
+            _fig(per_cpu["raw_consume_tx_per_cpu_s"]),
+        )
+        table.add_row(
+            "1 worker, batch mode (steady), tx/s",
+            _fig(summary["scored_tx_per_s_1_worker"]),
+            _fig(per_cpu["scored_tx_per_cpu_s_1_worker"]),
+        )
     if stream:
         table.add_row(
-            "1 worker, stream mode (Faust take)",
-            f"{stream[0]['steady_tx_per_s']:,.0f} tx/s",
-            f"{stream[0]['tx_per_cpu_s']:,.0f} tx",
+            "1 worker, stream mode (Faust take), one run",
+            f"{stream[0]['steady_tx_per_s']:,.0f}",
+            f"{stream[0]['tx_per_cpu_s']:,.0f}",
         )
-    table.add_row(
-        "2 workers, batch mode",
-        f"{two['steady_tx_per_s']:,.0f} tx/s",
-        f"{two['tx_per_cpu_s']:,.0f} tx",
-    )
-    table.add_row(
-        "ratio 1 worker / raw",
-        f"{result['summary']['ratio_to_raw']:.3f}",
-        f"{result['per_cpu_second']['ratio_to_raw']:.3f}",
-    )
-    for rate in (1000, 5000):
-        l = lat[rate]  # noqa: E741
+    if "scored_tx_per_s_2_workers" in summary:
+        table.add_row("2 workers, batch mode, tx/s", _fig(summary["scored_tx_per_s_2_workers"]), "")
+    if "ratio_to_raw" in summary:
         table.add_row(
-            f"produce→score at {rate:,}/s (p50/p95/p99 ms)",
-            f"{l['p50']:.1f} / {l['p95']:.1f} / {l['p99']:.1f}",
-            "",
+            "ratio 1 worker / raw",
+            _fig(summary["ratio_to_raw"], "{:.3f}"),
+            _fig(per_cpu["ratio_to_raw"], "{:.3f}"),
         )
+    for key, rate in (("latency_ms_at_1k", 1000), ("latency_ms_at_5k", 5000)):
+        if key in summary:
+            lat = summary[key]
+            table.add_row(
+                f"produce→score at {rate:,}/s, p50 / p95 / p99 ms",
+                " / ".join(_fig(lat[q], "{:.1f}") for q in ("p50", "p95", "p99")),
+                "",
+            )
+    if per_cpu:
+        rss = per_cpu["worker_rss_mb_after_backlog"]
+        table.add_row(f"worker RSS after {rss['after_tx']:,} tx, MB", _fig(rss), "")
     console.print(table)
-    console.print(f"wrote {RESULTS / 'pipeline.json'}")
-    return 0
 
 
 if __name__ == "__main__":

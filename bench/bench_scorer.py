@@ -1,7 +1,8 @@
 """Scorer speed: microseconds per transaction at batch 1, 32 and 256 (numpy forward pass).
 
-Usage: ``.venv/bin/python bench/bench_scorer.py [--artifact artifacts/default]``.
-Prints a table and writes ``bench/results/scorer.json`` (key ``score_us_per_tx``).
+Usage: ``.venv/bin/python -m bench.bench_scorer [--artifact artifacts/default]``.
+Prints a table and writes ``bench/results/scorer.json`` (key ``score_us_per_tx``: per
+batch size, the median µs/tx over at least 5 timed rounds, with its spread).
 Never asserts on time. Runs single-threaded (BLAS and torch), as a stream worker should.
 """
 
@@ -12,6 +13,7 @@ import json
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from threadpoolctl import threadpool_limits
 
+from bench.stats import spread
 from models.artifacts import SupportSet, load_artifact
 from models.encoder import Encoder
 from models.features import FEATURE_NAMES, FeatureTransform
@@ -26,6 +29,7 @@ from models.matching import MatchingNetwork
 from models.scorer import Scorer
 
 BATCHES = (1, 32, 256)
+COMMAND = "python -m bench.bench_scorer"
 RESULTS = Path(__file__).parent / "results" / "scorer.json"
 
 
@@ -40,8 +44,8 @@ def stand_in_scorer(n_support: int = 2000) -> Scorer:
     return Scorer(net, FeatureTransform.fit(X, names=FEATURE_NAMES), support, version="stand-in")
 
 
-def time_per_tx(fn: object, batches: list[np.ndarray], min_seconds: float) -> float:
-    """Median over rounds of the mean µs per transaction of ``fn(batch)``."""
+def time_per_tx(fn: object, batches: list[np.ndarray], min_seconds: float) -> dict[str, Any]:
+    """µs per transaction of ``fn(batch)`` over rounds (at least 5): median and spread."""
     call = fn  # callable taking one batch
     for b in batches[:3]:
         call(b)  # type: ignore[operator]
@@ -54,7 +58,7 @@ def time_per_tx(fn: object, batches: list[np.ndarray], min_seconds: float) -> fl
             call(b)  # type: ignore[operator]
             n += len(b)
         rounds.append((time.perf_counter() - start) / n * 1e6)
-    return float(np.median(rounds))
+    return spread(rounds, digits=3)
 
 
 def main() -> None:
@@ -72,7 +76,7 @@ def main() -> None:
     rng = np.random.default_rng(1)
     pool = scorer.support.x[rng.integers(0, len(scorer.support), 8192)]
     pool = pool * rng.uniform(0.8, 1.2, size=pool.shape).astype(np.float32)
-    results: dict[str, dict[str, float]] = {"score_us_per_tx": {}, "score_only_us_per_tx": {}}
+    results: dict[str, dict[str, Any]] = {"score_us_per_tx": {}, "score_only_us_per_tx": {}}
     with threadpool_limits(limits=1):
         for b in BATCHES:
             batches = [pool[i : i + b] for i in range(0, min(len(pool), 64 * b), b)]
@@ -82,6 +86,8 @@ def main() -> None:
             results["score_only_us_per_tx"][str(b)] = time_per_tx(
                 scorer.score_only, batches, args.seconds
             )
+    results["score_us_per_tx"]["command"] = COMMAND
+    results["score_only_us_per_tx"]["command"] = COMMAND
     table = Table(title=f"scorer: support {len(scorer.support)}, top_k {scorer.top_k}, {source}")
     table.add_column("batch", justify="right")
     table.add_column("µs/tx (scores + explanations)", justify="right")
@@ -89,11 +95,12 @@ def main() -> None:
     table.add_column("tx/s (with explanations)", justify="right")
     for b in BATCHES:
         us = results["score_us_per_tx"][str(b)]
+        only = results["score_only_us_per_tx"][str(b)]
         table.add_row(
             str(b),
-            f"{us:.1f}",
-            f"{results['score_only_us_per_tx'][str(b)]:.1f}",
-            f"{1e6 / us:,.0f}",
+            f"{us['median']:.1f} [{us['min']:.1f}-{us['max']:.1f}]",
+            f"{only['median']:.1f} [{only['min']:.1f}-{only['max']:.1f}]",
+            f"{1e6 / us['median']:,.0f}",
         )
     Console().print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from bench.stats import spread
 from models.datasets import (
     HANDBOOK_SCENARIOS,
     SCENARIO_NAMES,
@@ -90,7 +91,11 @@ def main() -> None:
     result = {
         "simulator_seconds": round(seconds, 3),
         "simulator_seconds_all": [round(t, 3) for t in times],
-        "simulator_tx_per_s": round(rate),
+        "simulator_tx_per_s": spread(
+            [len(frame) / t for t in times],
+            command=f"python -m bench.bench_simulator --repeats {args.repeats}",
+            digits=0,
+        ),
         "wire_table_seconds": round(wire_seconds, 3),
         "wire_rows": len(wire),
         "counts": counts,

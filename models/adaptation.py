@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,6 +181,27 @@ def _balanced_batch(y: Tensor, size: int, gen: torch.Generator) -> Tensor:
     return torch.cat(parts)
 
 
+def _optimize(
+    work: FewShotModel,
+    opt: torch.optim.Optimizer,
+    tx: Tensor,
+    ty: Tensor,
+    steps: int,
+    batch: Callable[[], Tensor] | None = None,
+) -> list[float]:
+    """``steps`` optimizer steps of ``work`` on the support loss (full batch, or the rows
+    ``batch()`` picks each step); returns the losses."""
+    losses = []
+    for _ in range(steps):
+        idx = batch() if batch is not None else slice(None)
+        loss = support_loss(work, dict(work.named_parameters()), tx[idx], ty[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
 @dataclass
 class Reptile(AdaptationStrategy):
     """SGD on class-balanced support mini-batches, then interpolate toward the result."""
@@ -207,14 +229,11 @@ class Reptile(AdaptationStrategy):
         work = copy.deepcopy(model)
         work.train()
         opt = torch.optim.SGD(work.parameters(), lr=self.inner_lr)
-        losses = []
-        for _ in range(steps):
-            idx = _balanced_batch(ty, self.batch_size, gen)
-            loss = support_loss(work, dict(work.named_parameters()), tx[idx], ty[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+
+        def batch() -> Tensor:
+            return _balanced_batch(ty, self.batch_size, gen)
+
+        losses = _optimize(work, opt, tx, ty, steps, batch)
         with torch.no_grad():
             for k, p in work.named_parameters():
                 p.copy_(start[k] + self.epsilon * (p - start[k]))
@@ -247,13 +266,7 @@ class TransferFineTune(AdaptationStrategy):
         work = copy.deepcopy(model)
         work.train()
         opt = torch.optim.Adam(work.parameters(), lr=self.lr)
-        losses = []
-        for _ in range(steps):
-            loss = support_loss(work, dict(work.named_parameters()), tx, ty)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+        losses = _optimize(work, opt, tx, ty, steps)
         work.eval()
         info = {"strategy": self.name, "support_losses": losses}
         return AdaptedModel(work, sx, sy, info, _group(support_group))

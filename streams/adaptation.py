@@ -50,7 +50,7 @@ from streams.model_verification import verify_update
 from streams.records import ModelUpdate
 from streams.redis_conn import REDIS_ERRORS
 from streams.redis_lock import RedisLock
-from streams.settings import Settings
+from streams.settings import Settings, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,9 @@ async def run_once(
         finally:
             await service.lock.release()
     except REDIS_ERRORS as exc:
-        raise RiskstreamError(f"Redis is not reachable at {settings.redis_url}: {exc}") from None
+        raise RiskstreamError(
+            f"Redis is not reachable at {safe_url(settings.redis_url)}: {exc}"
+        ) from None
     finally:
         await producer.stop()
         await redis.aclose()

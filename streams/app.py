@@ -20,14 +20,14 @@ from typing import Any
 
 import faust
 from faust.types.transports import ConsumerT
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from streams import adaptive
+from streams import adaptive, lag
 from streams.agents import labels as labels_agent
 from streams.agents import score as score_agent
 from streams.alert_dedupe import AlertClaims
 from streams.consumer import BatchConsumer
 from streams.emitter import Emitter
+from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streams.metrics import METRICS, RiskstreamMetrics, metrics_payload
 from streams.pipeline import ScorePipeline
 from streams.redis_conn import RedisGuard, connect_redis
@@ -38,8 +38,6 @@ from streams.settings import Settings
 from streams.tables import CardStates, define_card_table
 from streams.terminal_store import TerminalStore
 from streams.topics import Topics, define_topics
-
-METRICS_CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 
 class RiskstreamApp(faust.App):
@@ -232,6 +230,7 @@ def create_app(settings: Settings, *, scorer: Any = None) -> RiskstreamApp:
     score_agent.register(app.rs)
     labels_agent.register(app.rs)
     adaptive.install(app.rs)
+    lag.install(app.rs)
     _register_web(app)
     _register_startup(app)
     return app
@@ -278,3 +277,8 @@ def _register_startup(app: RiskstreamApp) -> None:
         tune_gc()
         await rs.guard.attempt(rs.terminals.load_scripts)
         await rs.guard.attempt(lambda: rs.claims.load_scripts(rs.redis))
+
+    @app.timer(1.0, name="redis-probe")  # type: ignore[misc]
+    async def redis_probe() -> None:
+        # Leaves degraded mode when Redis is back even if no batch touches it.
+        await app.rs.guard.probe(app.rs.redis)

@@ -38,7 +38,7 @@ from importlib import metadata
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -58,7 +58,11 @@ from streams.records.errors import REASONS
 # `_created` series double the exposition for nothing the dashboards or rules use.
 disable_created_metrics()
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# What :func:`metrics_payload` writes (``generate_latest`` with legacy names): the classic
+# text format, 0.0.4. prometheus_client itself answers with this type unless a scraper
+# negotiates 1.0.0 (UTF-8 names); every riskstream name is a legacy one, so 0.0.4 suits
+# Prometheus 2.x and 3.x alike. The worker's /metrics page serves this constant.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 PREFIX = "riskstream_"
 
 # Known label values; each gets a child at 0 at start. Other values still work.
@@ -339,7 +343,10 @@ class RiskstreamMetrics:
         (self._dlq.get(reason) or self.dead_lettered.labels(reason)).inc(n)
 
     def set_consumer_lag(self, lags: Mapping[tuple[str, int], float]) -> None:
-        """Replace the lag of every partition this worker owns (drops revoked ones)."""
+        """Replace the lag of every partition this worker owns (drops revoked ones).
+
+        The worker's ``consumer-lag`` timer (:mod:`streams.lag`) calls this every 2 s.
+        """
         keys = {(topic, str(partition)) for topic, partition in lags}
         for gone in self._lag_keys - keys:
             self.consumer_lag.remove(*gone)

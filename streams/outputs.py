@@ -75,10 +75,12 @@ def score_value(
 
 def alert_value(score: dict[str, Any], *, amount: float, reason: str) -> dict[str, Any]:
     """The ``alerts`` record for a score dict, fields in :class:`~streams.records.Alert` order."""
-    out = {k: v for k, v in score.items() if k not in ("explanation", "schema_version")}
+    out = score.copy()  # one C-level copy; then move the two trailing fields behind
+    explanation = out.pop("explanation")
+    out.pop("schema_version", None)
     out["amount"] = amount
     out["reason"] = reason
-    out["explanation"] = score["explanation"]
+    out["explanation"] = explanation
     out["schema_version"] = SCHEMA_VERSION
     return out
 

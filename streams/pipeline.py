@@ -2,17 +2,18 @@
 
 For a batch: validate every message (bad ones → ``transactions.dlq`` with a reason),
 update per-card state and build each feature vector in arrival order, read terminal
-risk (cached; a Redis round trip only for terminals never seen), score the whole batch
-with one numpy call, emit one ``scores`` record per transaction. Then, in the background
-(:mod:`streams.batch_writer`), one Redis round trip writes terminal counts and scored
-vectors and claims alerts, and the new alerts go out; the batch's delivery futures
-include that work, so its offsets are acknowledged only after it.
+risk (cached per event day: a Redis round trip only for terminals not fetched yet on
+the batch's days), score the whole batch with one numpy call, emit one ``scores``
+record per transaction. Then, in the background (:mod:`streams.batch_writer`), one
+Redis round trip writes terminal counts and scored vectors and claims alerts, and the
+new alerts go out; the batch's delivery futures include that work, so its offsets are
+acknowledged only after it.
 
 Whatever a message contains, :meth:`ScorePipeline.process` does not raise for it: a
 record that cannot be parsed, keyed, featurized or scored is dead-lettered. It raises
 :class:`EmitError` only when Kafka refuses the outputs; the caller then retries the same
 records later and never acknowledges them before (at-least-once). A retry is safe: a
-card does not learn the same input offset twice (``CardStates.should_learn``).
+card does not learn the same input offset twice (``CardStates.learn_one``).
 """
 
 from __future__ import annotations
@@ -198,11 +199,11 @@ class ScorePipeline:
         schema = scorer.schema
         pairs = [(tx.terminal_id, day_index(tx.ts)) for tx in txs]
         terminals = self.terminals
-        seen = {terminal for terminal, _ in pairs}
-        missing = terminals.missing(seen)
-        if missing:  # never seen: wait for them (expired ones refresh in the background)
+        missing = terminals.missing(pairs)
+        if missing:  # new, or needed on a later event day: wait for them
             await self.guard.attempt(lambda: terminals.fetch(missing))
-        if terminals.cache_ttl_s > 0:
+        if terminals.cache_ttl_s > 0:  # old in wall-clock time: refreshed in the background
+            seen = {terminal for terminal, _ in pairs}
             terminals.refresh_soon(terminals.expired(seen), self.guard)
         terminal = terminals.features(pairs)
 
@@ -210,19 +211,20 @@ class ScorePipeline:
         kept: list[int] = []
         learnt: list[tuple[str, int]] = []
         cards, extra = self.cards, schema.extra_names
+        get, learn, append = cards.get, cards.learn_one, rows.append
         for i, tx in enumerate(txs):
             record = inputs[i]
             try:
-                state = cards.get(tx.card_id)
-                card = card_features(state, tx.ts, tx.amount)
-                time_feats = tx_features(tx.ts, tx.amount)
-                rows.append(feature_row(card, terminal[pairs[i]], time_feats, tx.features, extra))
-                if cards.should_learn(tx.card_id, partition=record.partition, offset=record.offset):
-                    state.learn_one(tx.ts, tx.amount)
-                    cards.learnt(tx.card_id, partition=record.partition, offset=record.offset)
-                    learnt.append(pairs[i])
+                card_id, ts, amount, pair = tx.card_id, tx.ts, tx.amount, pairs[i]
+                card = card_features(get(card_id), ts, amount)
+                append(
+                    feature_row(card, terminal[pair], tx_features(ts, amount), tx.features, extra)
+                )
+                if learn(card_id, ts, amount, record.partition, record.offset):
+                    learnt.append(pair)
             except Exception as exc:
                 dead.append((record, RecordError("scoring_error", f"features: {exc!r}")))
+                del rows[len(kept) :]  # a row appended before the failure is not kept
                 continue
             kept.append(i)
         self.terminals.add_transactions(learnt)

@@ -125,9 +125,15 @@ async def start_producer(
         await asyncio.wait_for(producer.start(), timeout_s)
     except (TimeoutError, KafkaError, OSError) as exc:
         await _quiet_stop(producer)
+        # aiokafka reports a refused SASL login as a failed bootstrap, like a dead broker.
+        hint = (
+            "are the SASL user name and password right?"
+            if settings.kafka_security_protocol.startswith("SASL")
+            else "is it running? `riskstream up` starts one"
+        )
         raise RiskstreamError(
             f"Kafka is not reachable at {settings.kafka_bootstrap_servers} "
-            f"({type(exc).__name__}); is it running? `riskstream up` starts one"
+            f"({type(exc).__name__}); {hint}"
         ) from None
     finally:
         client_log.setLevel(level)

@@ -26,9 +26,13 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from streams.settings import Settings
+from streams.errors import RiskstreamError
+from streams.settings import Settings, safe_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,11 +41,57 @@ T = TypeVar("T")
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
 
 
+def check_redis_credentials(settings: Settings, timeout_s: float = 2.0) -> None:
+    """Fail fast on a Redis that refuses our credentials; let an unreachable one pass.
+
+    A wrong ``RISKSTREAM_REDIS_PASSWORD`` is a configuration mistake that no waiting
+    fixes, so the worker stops with one line; a Redis that is merely down is an outage
+    the worker rides out in degraded mode.
+
+    >>> check_redis_credentials(Settings(redis_url="redis://127.0.0.1:1/0"), timeout_s=0.2)
+
+    Raises
+    ------
+    RiskstreamError
+        Redis answered and refused the password (or wants one and got none).
+    """
+    import redis
+
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        password=password,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+    )
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise RiskstreamError(
+            f"Redis at {safe_url(settings.redis_url)} refused the credentials"
+            f" ({type(exc).__name__}):"
+            " check RISKSTREAM_REDIS_PASSWORD"
+        ) from None
+    except redis.ResponseError as exc:
+        if "AUTH" not in str(exc).upper():
+            return
+        raise RiskstreamError(
+            f"Redis at {safe_url(settings.redis_url)} refused the credentials (ResponseError):"
+            " check RISKSTREAM_REDIS_PASSWORD"
+        ) from None
+    except (redis.RedisError, OSError):
+        return  # unreachable: the worker starts degraded and reconnects later
+    finally:
+        client.close()
+
+
 def connect_redis(settings: Settings) -> aioredis.Redis:
     """A lazily connecting asyncio Redis client for ``settings.redis_url``.
 
     Bytes in, bytes out (``decode_responses=False``); short timeouts so an outage is
-    noticed within a second.
+    noticed within a second. A connection error is retried once at once on a fresh
+    connection: after Redis restarts, every pooled connection is dead, and without the
+    retry each one's first use would flip the worker into degraded mode again.
 
     >>> client = connect_redis(Settings(redis_url="redis://127.0.0.1:1/0"))
     >>> type(client).__name__
@@ -54,6 +104,7 @@ def connect_redis(settings: Settings) -> aioredis.Redis:
         socket_connect_timeout=1.0,
         socket_timeout=2.0,
         health_check_interval=30,
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
         decode_responses=False,
     )
 
@@ -117,6 +168,15 @@ class RedisGuard:
             return None
         self.ok()
         return result
+
+    async def probe(self, client: aioredis.Redis) -> None:
+        """While degraded, PING ``client`` (after the back-off) to notice Redis is back.
+
+        Without traffic no guarded call would run, and the degraded gauge (and the
+        ``RiskstreamRedisDown`` alert) would stay up long after Redis returned.
+        """
+        if self.degraded:
+            await self.attempt(client.ping)
 
     def _notify(self, degraded: bool) -> None:
         if self._on_change is not None:

@@ -21,6 +21,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
@@ -229,6 +230,8 @@ class Settings(BaseSettings):
                 out[name] = "**********"
             elif isinstance(value, Path):
                 out[name] = str(value)
+            elif name.endswith("_url") and isinstance(value, str):
+                out[name] = safe_url(value)  # redis://:password@host is allowed too
             else:
                 out[name] = value
         return out
@@ -237,6 +240,23 @@ class Settings(BaseSettings):
     def state_file(self) -> Path:
         """Where ``riskstream up`` records the running services."""
         return self.state_dir / STATE_FILE_NAME
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password in it replaced by ``***`` (for messages and logs).
+
+    >>> safe_url("redis://:s3cret@host:6379/0"), safe_url("redis://u:p@h/0")
+    ('redis://:***@host:6379/0', 'redis://u:***@h/0')
+    >>> safe_url("redis://host:6379/0")
+    'redis://host:6379/0'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def env_field_names() -> frozenset[str]:

@@ -135,6 +135,26 @@ class CardStates:
             # writes its latest state, which covers every batch since.
             self._dirty[card_id] = (partition, self.batch)
 
+    def learn_one(
+        self, card_id: str, ts: float, amount: float, partition: int, offset: int
+    ) -> bool:
+        """Apply a transaction to the card unless its input offset already was (a replay).
+
+        :meth:`should_learn`, ``CardState.learn_one`` and :meth:`learnt` in one call (the
+        score agent's per-transaction path); returns whether it was applied.
+        """
+        entry = self._live.get(card_id) or self._adopt(card_id)
+        value = entry.value
+        last = value.get("o")
+        if last is not None and value.get("p") == partition and offset <= last:
+            return False
+        entry.state.learn_one(ts, amount)
+        value["p"] = partition
+        value["o"] = offset
+        if card_id not in self._dirty:
+            self._dirty[card_id] = (partition, self.batch)
+        return True
+
     @property
     def dirty(self) -> int:
         """Cards changed since they were last flushed."""

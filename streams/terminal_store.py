@@ -7,11 +7,19 @@ agent adds transaction counts; the labels agent adds fraud counts.
 
 Terminal features only read days at least 8 days old (the 7-day label delay), so a
 worker caches each terminal's counts and computes the features of a ``(terminal, day)``
-once per cached version. Only a terminal never seen makes a micro-batch wait (one
-pipelined round trip for all of them); counts older than ``cache_ttl_s`` are refreshed in
-the background while the stale ones keep serving (``cache_ttl_s = 0``: always fetched
-first, for replays of history at full speed). Writes join the batch's one Redis round
-trip (:meth:`TerminalStore.queue_writes`, :mod:`streams.batch_writer`).
+once per cached version. The cache is valid in *event time*: counts fetched while the
+stream was at event day ``F`` (the newest day this worker has seen) hold every day up to
+``F - 8`` in full, which is all a transaction of day ``D <= F`` reads. So a terminal is
+fetched again, before the micro-batch is featurized, the first time it is needed on a
+later event day than its counts were fetched on. Replaying history faster than real
+time then reads the same counts as the live stream did, however many days go by per
+second, and a live stream fetches each terminal about once a day. Only those fetches
+make a micro-batch wait (one pipelined round trip for all of them). ``cache_ttl_s`` also
+bounds the counts' age in wall-clock time (labels that arrive later than the label
+delay): older counts are refreshed in the background while they keep serving
+(``cache_ttl_s = 0``: no cache, every terminal is fetched first on every micro-batch).
+Writes join the batch's one Redis round trip (:meth:`TerminalStore.queue_writes`,
+:mod:`streams.batch_writer`).
 
 Examples
 --------
@@ -27,9 +35,11 @@ import itertools
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-from models.features import LABEL_DELAY_DAYS, terminal_window_days
+from redis.exceptions import NoScriptError
+
+from models.features import LABEL_DELAY_DAYS
 from models.features.definitions import TERMINAL_WINDOWS_DAYS
 from streams.redis_conn import RedisGuard
 from streams.resp import CommandBatch, command_batch, pairs
@@ -63,10 +73,30 @@ end
 return delta
 """
 
+# KEYS: terminal hashes; ARGV[2i-1], ARGV[2i]: first and last day wanted of KEYS[i].
+# Returns, per key and day in order, the transaction then the fraud count (0 if absent).
+_DAY_COUNTS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local fields = {}
+  for day = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i]) do
+    fields[#fields + 1] = 't' .. day
+    fields[#fields + 1] = 'f' .. day
+  end
+  if #fields > 0 then
+    local values = redis.call('HMGET', key, unpack(fields))
+    for j = 1, #values do
+      out[#out + 1] = tonumber(values[j]) or 0
+    end
+  end
+end
+return out
+"""
+
 # Redis names scripts by their SHA-1 (an identifier here, not a security measure).
 _SHAS = {
     script: hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
-    for script in (_INCREMENTS, _APPLY_LABEL)
+    for script in (_INCREMENTS, _APPLY_LABEL, _DAY_COUNTS)
 }
 
 
@@ -89,7 +119,14 @@ def parse_counts(raw: Mapping[bytes, bytes]) -> Counts:
 
 
 class _Cumulative:
-    """Running totals of per-day counts, so any window's sum is two lookups."""
+    """Running totals of per-day counts, so any window's sum is two lookups.
+
+    >>> c = _Cumulative({10: 2, 12: 3})
+    >>> c.through(9), c.through(11), c.through(99)
+    (0, 2, 5)
+    >>> c.set_days(12, [1, 4]); c.totals, c.through(13)
+    ([2, 2, 3, 7], 7)
+    """
 
     __slots__ = ("first", "totals")
 
@@ -108,6 +145,26 @@ class _Cumulative:
         if i < 0 or not self.totals:
             return 0
         return self.totals[min(i, len(self.totals) - 1)]
+
+    def set_days(self, first_day: int, counts: list[int]) -> None:
+        """Replace the counts of the consecutive days from ``first_day`` on (at or after
+        :attr:`first`, or on an empty object); only the totals from there are redone."""
+        totals = self.totals
+        if not totals:
+            self.first = first_day
+        start = first_day - self.first
+        if start < 0:
+            raise ValueError("days before the first one are rebuilt, not patched")
+        if start > len(totals):  # a gap after the last day: its total carries over
+            totals.extend([totals[-1] if totals else 0] * (start - len(totals)))
+        per_day = [totals[i] - (totals[i - 1] if i else 0) for i in range(start, len(totals))]
+        per_day += [0] * (len(counts) - len(per_day))
+        per_day[: len(counts)] = counts
+        running = totals[start - 1] if start else 0
+        del totals[start:]
+        for n in per_day:
+            running += n
+            totals.append(running)
 
 
 class TerminalCounts:
@@ -132,18 +189,54 @@ class TerminalCounts:
 
     def features(self, day: int) -> tuple[float, ...]:
         """``(count_1d, risk_1d, count_7d, risk_7d, count_30d, risk_30d)`` on ``day``."""
-        tx, fraud = self._tx, self._fraud
+        tx, fraud = self._tx.through, self._fraud.through
+        last = day - LABEL_DELAY_DAYS - 1  # every window ends here (terminal_window_days)
+        n_last, f_last = tx(last), fraud(last)
         out: list[float] = []
         for w in TERMINAL_WINDOWS_DAYS:
-            days = terminal_window_days(day, w)
-            n = tx.through(days.stop - 1) - tx.through(days.start - 1)
-            f = fraud.through(days.stop - 1) - fraud.through(days.start - 1)
+            n = n_last - tx(last - w)
+            f = f_last - fraud(last - w)
             out.append(float(n))
             out.append(f / n if n else 0.0)
         return tuple(out)
 
+    def set_days(self, first_day: int, tx: list[int], fraud: list[int]) -> None:
+        """Replace the counts of the consecutive days from ``first_day`` on (in place)."""
+        for by_day, cumulative, counts in (
+            (self.tx, self._tx, tx),
+            (self.fraud, self._fraud, fraud),
+        ):
+            for day, n in enumerate(counts, first_day):
+                if n:
+                    by_day[day] = n
+                else:
+                    by_day.pop(day, None)
+            if cumulative.totals and first_day < cumulative.first:
+                rebuilt = _Cumulative(by_day)  # a late day before the first one: rare
+                cumulative.first, cumulative.totals = rebuilt.first, rebuilt.totals
+            else:
+                cumulative.set_days(first_day, counts)
+
+    def prune(self, oldest: int) -> None:
+        """Forget the days before ``oldest`` (no window reads them any more)."""
+        for by_day in (self.tx, self.fraud):
+            for day in [d for d in by_day if d < oldest]:
+                del by_day[day]
+        self._tx = _Cumulative(self.tx)
+        self._fraud = _Cumulative(self.fraud)
+
 
 _NO_COUNTS = TerminalCounts({}, {})
+_SPAN_DAYS = LABEL_DELAY_DAYS + max(TERMINAL_WINDOWS_DAYS)  # days before ``day`` windows read
+
+
+class _Cached(NamedTuple):
+    """A terminal's counts as fetched: when (wall clock, event day) and which version."""
+
+    fetched_at: float  # time.monotonic()
+    day: int  # the event day they were fetched on: complete through day - 8
+    version: int  # tells cached features computed from other counts apart
+    counts: TerminalCounts
 
 
 class TerminalStore:
@@ -164,13 +257,15 @@ class TerminalStore:
         self.redis = redis
         self.prefix = prefix
         self.cache_ttl_s = cache_ttl_s
-        self._counts: dict[str, tuple[float, TerminalCounts]] = {}
-        self._features: dict[TerminalDay, tuple[float, tuple[float, ...]]] = {}
+        self._counts: dict[str, _Cached] = {}
+        self._features: dict[TerminalDay, tuple[int, tuple[float, ...]]] = {}
         self._pending_tx: defaultdict[TerminalDay, int] = defaultdict(int)
         self._to_refresh: set[str] = set()
         self._refreshing: asyncio.Future[None] | None = None
         self._stale: dict[str, list[str]] = {}
         self._swept_at = time.monotonic()
+        self._versions = itertools.count(1)
+        self.event_day = -(1 << 62)  # newest event day seen (see module doc)
         self.fetches = 0
 
     def key(self, terminal_id: str) -> str:
@@ -178,26 +273,46 @@ class TerminalStore:
         return f"{self.prefix}term:{terminal_id}"
 
     # --- reads -------------------------------------------------------------------------
-    def missing(self, terminals: Iterable[str]) -> list[str]:
-        """Terminals whose counts must be fetched before their features are made.
+    def missing(self, pairs: Iterable[TerminalDay]) -> list[str]:
+        """Terminals whose counts must be fetched before the features of ``pairs``.
 
-        Those never fetched (or swept); with ``cache_ttl_s == 0``, every one of them.
-        Expired counts are only refreshed in the background (:meth:`refresh_soon`):
-        the features read days at least 8 days old, so seconds-old counts are as good.
+        Those never fetched (or swept), and those fetched on an earlier event day than
+        a day they are needed on here (their counts may lack days the features read);
+        with ``cache_ttl_s == 0``, every one. Also moves :attr:`event_day` forward.
+        Counts older than ``cache_ttl_s`` in wall-clock time are only refreshed in the
+        background (:meth:`refresh_soon`).
+
+        >>> store = TerminalStore(None, prefix="p:")
+        >>> store.missing([("m1", 100)]), store.event_day
+        (['m1'], 100)
+        >>> store.load({"m1": {b"t90": b"3"}})
+        >>> store.missing([("m1", 100), ("m1", 99)]), store.missing([("m1", 101)])
+        ([], ['m1'])
         """
+        needed: dict[str, int] = {}
+        for terminal, day in pairs:
+            if needed.get(terminal, day - 1) < day:
+                needed[terminal] = day
+        if needed:
+            self.event_day = max(self.event_day, max(needed.values()))
         if self.cache_ttl_s <= 0:
-            return sorted(set(terminals))
+            return sorted(needed)
         counts = self._counts
-        return sorted({terminal for terminal in terminals if terminal not in counts})
+        out = []
+        for terminal, day in needed.items():
+            entry = counts.get(terminal)
+            if entry is None or entry.day < day:
+                out.append(terminal)
+        return sorted(out)
 
     def expired(self, terminals: Iterable[str], now: float | None = None) -> list[str]:
-        """Terminals whose cached counts are older than ``cache_ttl_s``."""
+        """Terminals whose cached counts are older than ``cache_ttl_s`` (wall clock)."""
         now = time.monotonic() if now is None else now
         limit, counts = now - self.cache_ttl_s, self._counts
         out = []
         for terminal in terminals:
             entry = counts.get(terminal)
-            if entry is not None and entry[0] <= limit:
+            if entry is not None and entry.fetched_at <= limit:
                 out.append(terminal)
         return out
 
@@ -211,31 +326,87 @@ class TerminalStore:
         while self._to_refresh and guard.available():
             chunk = list(itertools.islice(self._to_refresh, 2000))
             self._to_refresh.difference_update(chunk)
-            await guard.attempt(lambda chunk=chunk: self.fetch(chunk))  # type: ignore[misc]
+            await guard.attempt(lambda chunk=chunk: self.fetch(chunk, full=True))  # type: ignore[misc]
 
-    async def fetch(self, terminals: list[str]) -> None:
-        """Load ``terminals``' counts from Redis in one pipelined round trip."""
+    async def fetch(self, terminals: list[str], *, full: bool = False) -> None:
+        """Load ``terminals``' counts from Redis in one pipelined round trip.
+
+        A terminal never fetched gets its whole hash (``HGETALL``). One already cached
+        gets only the days that were not complete when its counts were fetched (one
+        script call for all of them: a replay moves to a new day every few batches);
+        ``full=True`` refetches everything (the wall-clock refresh).
+        """
         if not terminals:
             return
-        batch = command_batch(self.redis)
+        day = self.event_day  # the counts are complete up to here - 8 once they arrive
+        whole: list[str] = []
+        since: list[tuple[str, _Cached, int, int]] = []
         for terminal in terminals:
+            entry = None if full else self._counts.get(terminal)
+            first = 0 if entry is None else max(entry.day - LABEL_DELAY_DAYS, day - _SPAN_DAYS)
+            last = day - LABEL_DELAY_DAYS - 1
+            if entry is None or first > last:
+                whole.append(terminal)
+            else:
+                since.append((terminal, entry, first, last))
+        batch = command_batch(self.redis)
+        for terminal in whole:
             batch.add("HGETALL", self.key(terminal))
+        if since:
+            keys = [self.key(terminal) for terminal, _, _, _ in since]
+            spans = [bound for _, _, first, last in since for bound in (first, last)]
+            batch.add("EVALSHA", _SHAS[_DAY_COUNTS], len(keys), *keys, *spans)
         replies = await batch.execute()
+        if since and isinstance(replies[-1], NoScriptError):  # Redis restarted or flushed
+            await self.load_scripts()
+            replies = await batch.execute()
         self.fetches += 1
-        loaded = {}
-        for terminal, reply in zip(terminals, replies, strict=True):
+        for reply in replies:
             if isinstance(reply, Exception):
-                raise reply
-            loaded[terminal] = pairs(reply)
-        self.load(loaded)
+                raise reply  # NoScriptError included: the guard retries after a reload
+        self.load({t: pairs(r) for t, r in zip(whole, replies, strict=False)}, day=day)
+        if since:
+            self._merge(since, replies[-1], day)
 
-    def load(self, replies: Mapping[str, Mapping[bytes, bytes]], now: float | None = None) -> None:
-        """Cache raw ``HGETALL`` replies per terminal (drops their cached features)."""
+    def _merge(self, since: list[tuple[str, _Cached, int, int]], flat: list[Any], day: int) -> None:
+        """Fold the script's per-day counts into the cached ones (a new version of each)."""
+        at = 0
+        for terminal, _, first, last in since:
+            n = 2 * (last - first + 1)
+            values = flat[at : at + n]
+            at += n
+            current = self._counts.get(terminal)
+            if current is None or current.day >= day:
+                continue  # dropped (a label) or refetched whole meanwhile: nothing to add
+            # ``current`` may be a refresh that finished meanwhile (never older than the
+            # counts these days were asked for): the days fetched cover all it lacks
+            counts = current.counts
+            counts.set_days(first, values[0::2], values[1::2])
+            if len(counts._tx.totals) > 2 * RETENTION_DAYS:  # a long replay: keep it bounded
+                counts.prune(day - RETENTION_DAYS)
+            self._counts[terminal] = _Cached(current.fetched_at, day, next(self._versions), counts)
+
+    def load(
+        self,
+        replies: Mapping[str, Mapping[bytes, bytes]],
+        now: float | None = None,
+        day: int | None = None,
+    ) -> None:
+        """Cache raw ``HGETALL`` replies per terminal (drops their cached features).
+
+        ``day``: the event day the counts were read on (default: :attr:`event_day`).
+        """
         now = time.monotonic() if now is None else now
+        day = self.event_day if day is None else day
         self._maybe_sweep(now)
         for terminal, raw in replies.items():
             tx, fraud = parse_counts(raw)
-            self._counts[terminal] = (now, TerminalCounts(tx, fraud))
+            entry = self._counts.get(terminal)
+            if entry is not None and entry.day > day:
+                continue  # a slow refresh must not replace newer counts
+            self._counts[terminal] = _Cached(
+                now, day, next(self._versions), TerminalCounts(tx, fraud)
+            )
             if tx:  # days no window can read any more are deleted with the next writes
                 oldest = max(tx) - RETENTION_DAYS
                 stale = [f"{k}{d}" for k, m in (("t", tx), ("f", fraud)) for d in m if d < oldest]
@@ -251,18 +422,16 @@ class TerminalStore:
         """
         out: dict[TerminalDay, tuple[float, ...]] = {}
         cache, counts_of = self._features, self._counts
-        for pair in pairs:
-            if pair in out:
-                continue
+        for pair in dict.fromkeys(pairs):  # each pair once, in order
             hit = cache.get(pair)
             entry = counts_of.get(pair[0])
-            stamp = entry[0] if entry is not None else -1.0
-            if hit is not None and hit[0] == stamp:
+            version = entry.version if entry is not None else 0
+            if hit is not None and hit[0] == version:
                 out[pair] = hit[1]
                 continue
-            counts = entry[1] if entry is not None else _NO_COUNTS
+            counts = entry.counts if entry is not None else _NO_COUNTS
             feats = counts.features(pair[1])
-            cache[pair] = (stamp, feats)
+            cache[pair] = (version, feats)
             out[pair] = feats
         return out
 
@@ -317,7 +486,7 @@ class TerminalStore:
 
     async def load_scripts(self) -> None:
         """Register the Lua scripts with Redis (once per connection loss is enough)."""
-        for script in (_INCREMENTS, _APPLY_LABEL):
+        for script in (_INCREMENTS, _APPLY_LABEL, _DAY_COUNTS):
             await self.redis.script_load(script)
 
     def queue_label(
@@ -348,5 +517,10 @@ class TerminalStore:
         if now - self._swept_at < horizon:
             return
         self._swept_at = now
-        self._counts = {t: e for t, e in self._counts.items() if now - e[0] < horizon}
-        self._features = {p: e for p, e in self._features.items() if now - e[0] < horizon}
+        counts = {t: e for t, e in self._counts.items() if now - e.fetched_at < horizon}
+        self._counts = counts
+        self._features = {
+            p: e
+            for p, e in self._features.items()
+            if (c := counts.get(p[0])) is not None and c.version == e[0]
+        }

@@ -531,7 +531,13 @@ def infrastructure() -> dict[str, Any]:
             [
                 q(f"riskstream_worker_info{{{W}}}", instant=True, fmt="table"),
                 q(f"time() - process_start_time_seconds{{{WJ}}}", instant=True, fmt="table"),
-                q(f"python_info{{{WJ}}}", instant=True, fmt="table"),
+                # python_info's `version` would overwrite riskstream's in the merged row.
+                q(
+                    f"max by (instance, python_version) (label_replace(python_info{{{WJ}}}, "
+                    '"python_version", "$1", "version", "(.*)"))',
+                    instant=True,
+                    fmt="table",
+                ),
             ],
             w=24,
             h=6,

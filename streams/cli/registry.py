@@ -36,7 +36,7 @@ def _fmt_time(ts: float) -> str:
 async def _with_registry(work: Any) -> Any:
     from streams.adaptation import registry_of
     from streams.redis_conn import REDIS_ERRORS, connect_redis
-    from streams.settings import get_settings
+    from streams.settings import get_settings, safe_url
 
     settings = get_settings()
     redis = connect_redis(settings)
@@ -44,7 +44,7 @@ async def _with_registry(work: Any) -> Any:
         return await work(settings, registry_of(settings, redis))
     except REDIS_ERRORS as exc:
         raise RiskstreamError(
-            f"Redis is not reachable at {settings.redis_url} ({type(exc).__name__});"
+            f"Redis is not reachable at {safe_url(settings.redis_url)} ({type(exc).__name__});"
             " is it running? `riskstream up` starts one"
         ) from None
     finally:

@@ -43,6 +43,9 @@ def run_worker(settings: Settings, *, loglevel: str, logfile: Path | None = None
     from streams.services.topics import ensure_topics
 
     ensure_topics(settings)  # outputs need their topics before the first batch
+    from streams.redis_conn import check_redis_credentials
+
+    check_redis_credentials(settings)  # a wrong password stops here, in one line
     app = create_app(settings)
     worker = faust.Worker(
         app,

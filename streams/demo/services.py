@@ -65,8 +65,6 @@ def embedded_services(base: Settings, root: Path) -> Iterator[Settings]:
                 "kafka_bootstrap_servers": broker.bootstrap_servers,
                 "redis_url": redis_url,
                 "state_dir": root,
-                # The demo replays days in seconds: a cached terminal window would be stale.
-                "terminal_cache_ttl_s": 0.0,
             }
         )
         ensure_topics(settings)

@@ -53,6 +53,9 @@ class Watch:
     started: float = field(default_factory=time.monotonic)
     scored: int = 0
     alerts: int = 0
+    live_scored: int = 0
+    live_alerts: int = 0
+    warmup_alerts: int = 0
     duplicates: int = 0
     dead_letters: int = 0
     seen: set[str] = field(default_factory=set)
@@ -77,10 +80,15 @@ class Watch:
         self.seen.add(score.tx_id)
         self.scored += 1
         self.decisions[score.decision] += 1
-        self.latencies_ms.append(score.latency_ms)
         self.first_seen_version.setdefault(score.model_version, time.monotonic())
         if int(score.tx_id) < self.live_from:
+            # Warm-up history is produced as fast as possible: its queueing delay says
+            # nothing about the live latency, and its cards start with no history.
+            self.warmup_alerts += int(score.score >= self.alert_threshold)
             return
+        self.latencies_ms.append(score.latency_ms)
+        self.live_scored += 1
+        self.live_alerts += int(score.score >= self.alert_threshold)
         stats = self.by_version[score.model_version]
         stats.scored += 1
         scenario = self.scenario_of.get(score.tx_id, 0)
@@ -126,7 +134,11 @@ class Watch:
             f"[bold]{phase}[/]",
             f"scored [bold]{self.scored:,}[/]",
             f"[bold]{self.rate():,.0f}[/] tx/s",
-            f"latency p50 [bold]{p50:.1f}[/] ms  p99 [bold]{p99:.1f}[/] ms",
+            (
+                f"live latency p50 [bold]{p50:.1f}[/] ms  p99 [bold]{p99:.1f}[/] ms"
+                if self.latencies_ms
+                else "live latency -"
+            ),
             f"alerts [bold red]{self.alerts:,}[/]",
             f"models {', '.join(self.by_version) or '-'}",
         )

@@ -22,11 +22,14 @@ In a test or script (the JVM dies with the Python process even on ``kill -9``)::
 from __future__ import annotations
 
 import os
-import subprocess
+import secrets
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
+from typing import Self
+
+from pydantic import SecretStr
 
 from streams.errors import RiskstreamError
 from streams.services.kafka_config import log4j_config, server_properties
@@ -41,12 +44,12 @@ from streams.services.kafka_jars import (
     kafka_version,
 )
 from streams.services.process import (
+    ServiceProcess,
     ServiceStartError,
     free_port,
     port_is_free,
     port_open,
     spawn,
-    stop_process,
     tail_file,
 )
 from streams.settings import Settings, get_settings
@@ -56,7 +59,7 @@ __all__ = ["KafkaBroker", "fetch_kafka_jars", "kafka_version", "main"]
 _PORT_RETRIES = 3
 
 
-class KafkaBroker:
+class KafkaBroker(ServiceProcess):
     """One Apache Kafka node on ``host`` with its data, config and logs in ``data_dir``.
 
     Parameters
@@ -74,7 +77,14 @@ class KafkaBroker:
     full_jit
         Enable the optimizing C2 compiler: best for long-lived brokers. Off, the JVM starts
         faster and uses less CPU, which suits tests on a small machine.
+    sasl_users
+        User name -> password. Given, the client listener is SASL_PLAINTEXT with the PLAIN
+        mechanism and accepts only these accounts (plus the broker's own inter-broker
+        account, a random one); clients then need ``RISKSTREAM_KAFKA_SECURITY_PROTOCOL=
+        SASL_PLAINTEXT``, ``..._SASL_MECHANISM=PLAIN`` and a user name and password.
     """
+
+    name = "Kafka broker"
 
     def __init__(
         self,
@@ -86,6 +96,7 @@ class KafkaBroker:
         owned: bool = True,
         settings: Settings | None = None,
         full_jit: bool = False,
+        sasl_users: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
@@ -96,25 +107,28 @@ class KafkaBroker:
         self._settings = settings or get_settings()
         self._auto_port = port == 0
         self._auto_controller_port = controller_port == 0
-        self._proc: subprocess.Popen[bytes] | None = None
         self._archive_tmp: Path | None = None
         self.start_seconds: float | None = None
+        self._accounts: dict[str, str] | None = None
+        if sasl_users:
+            # The broker's own account comes first: the JAAS login of the listener uses it.
+            self._accounts = {"riskstream-broker": secrets.token_urlsafe(24), **sasl_users}
 
     # --- addresses and state ------------------------------------------------------------
     @property
     def bootstrap_servers(self) -> str:
-        """``host:port`` of the PLAINTEXT listener (valid once started, or if port was given)."""
+        """``host:port`` of the client listener (valid once started, or if port was given)."""
         return f"{self.host}:{self.port}"
 
     @property
-    def pid(self) -> int | None:
-        """PID of the JVM while this object runs it."""
-        return self._proc.pid if self._proc is not None else None
+    def security_protocol(self) -> str:
+        """``PLAINTEXT``, or ``SASL_PLAINTEXT`` when started with ``sasl_users``."""
+        return "SASL_PLAINTEXT" if self._accounts else "PLAINTEXT"
 
     @property
-    def running(self) -> bool:
-        """Whether the JVM this object started is still alive."""
-        return self._proc is not None and self._proc.poll() is None
+    def address(self) -> str:
+        """Same as :attr:`bootstrap_servers`."""
+        return self.bootstrap_servers
 
     @property
     def log_path(self) -> Path:
@@ -127,7 +141,7 @@ class KafkaBroker:
         return self.data_dir / "kafka.out"
 
     # --- lifecycle ----------------------------------------------------------------------
-    def start(self, timeout: float | None = None) -> KafkaBroker:
+    def start(self, timeout: float | None = None) -> Self:
         """Start the broker and wait until it answers a metadata request; returns self.
 
         Raises
@@ -177,24 +191,7 @@ class KafkaBroker:
         """SIGTERM the JVM and wait for a clean shutdown; SIGKILL after ``timeout`` seconds."""
         if self._proc is None:
             return
-        graceful = stop_process(self._proc.pid, timeout=timeout, popen=self._proc)
-        self._proc = None
-        self._keep_class_archive(graceful)
-
-    def __enter__(self) -> KafkaBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = f"running pid={self.pid}" if self.running else "stopped"
-        return f"<KafkaBroker {self.bootstrap_servers} {state} data_dir={self.data_dir}>"
+        self._keep_class_archive(self._terminate(timeout))
 
     # --- internals ----------------------------------------------------------------------
     def _choose_ports(self) -> None:
@@ -220,6 +217,7 @@ class KafkaBroker:
             controller_port=self.controller_port,
             log_dir=log_dir,
             partitions=self._settings.topic_partitions,
+            sasl_users=self._accounts,
         )
         (self.data_dir / "server.properties").write_text(text)
 
@@ -252,29 +250,24 @@ class KafkaBroker:
         else:
             tmp.unlink(missing_ok=True)
 
-    def _wait_ready(self, deadline: float, timeout: float) -> None:
-        assert self._proc is not None  # noqa: S101 - called right after spawn
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise ServiceStartError(
-                    f"Kafka broker exited with code {code} while starting: see {self.log_path}",
-                    self._log_tail(),
-                )
-            if port_open(self.host, self.port, 0.25) and self._answers_metadata():
-                return
-            if time.monotonic() >= deadline:
-                raise ServiceStartError(
-                    f"Kafka broker did not become ready in {timeout:g} s: see {self.log_path}",
-                    self._log_tail(),
-                )
-            time.sleep(0.1)
+    def _ready(self) -> bool:
+        return port_open(self.host, self.port, 0.25) and self._answers_metadata()
 
     def _answers_metadata(self) -> bool:
         from streams.services.topics import admin_client
 
+        target: str | Settings = self.bootstrap_servers
+        if self._accounts:
+            (user, password), *_ = self._accounts.items()
+            target = Settings(
+                kafka_bootstrap_servers=self.bootstrap_servers,
+                kafka_security_protocol="SASL_PLAINTEXT",
+                kafka_sasl_mechanism="PLAIN",
+                kafka_sasl_username=user,
+                kafka_sasl_password=SecretStr(password),
+            )
         try:
-            with admin_client(self.bootstrap_servers, timeout_s=2.0) as admin:
+            with admin_client(target, timeout_s=2.0) as admin:
                 admin.list_topics()
         except Exception:  # noqa: BLE001 - any failure means "not ready yet"
             return False
@@ -285,9 +278,7 @@ class KafkaBroker:
         return "\n".join(p for p in parts if p)
 
     def _kill(self) -> None:
-        if self._proc is not None:
-            stop_process(self._proc.pid, timeout=5.0, popen=self._proc)
-            self._proc = None
+        self._terminate(5.0)
         self._keep_class_archive(graceful=False)
 
 

@@ -5,6 +5,9 @@ Two lifetimes:
 * **owned** (tests, ``riskstream demo``): the child gets its own process group, is killed by
   the kernel if the Python parent dies (``PR_SET_PDEATHSIG``), and is stopped by an
   ``atexit`` hook and on ``SIGTERM``/``SIGHUP`` if the caller forgot to stop it.
+  The kernel ties the death signal to the *thread* that forked, not the process, so an
+  owned child started from another thread (``asyncio.to_thread``, a thread pool) is forked
+  by one long-lived spawner thread instead: else it would die with the short-lived thread.
 * **detached** (``riskstream up``): its own session, no death signal, no hooks, so it
   outlives the command; ``riskstream down`` stops it later by its recorded PID.
 
@@ -29,8 +32,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import FrameType
+from types import FrameType, TracebackType
+from typing import Self
 
 from streams.errors import RiskstreamError
 
@@ -45,6 +50,8 @@ except OSError:  # pragma: no cover - non-glibc platforms
 _owned: dict[int, subprocess.Popen[bytes]] = {}
 _owned_lock = threading.RLock()  # re-entrant: the signal hook may run while it is held
 _hooks_installed = False
+# Forks owned children for threads other than the main one; lives as long as the process.
+_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskstream-spawner")
 
 
 class ServiceStartError(RiskstreamError):
@@ -167,18 +174,23 @@ def spawn(
     ``owned=False`` detaches it so it outlives the caller.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 - argv is built by this package, never a shell
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,  # own process group: a terminal Ctrl-C reaches only us
-            preexec_fn=_die_with_parent(os.getpid()) if owned else None,
-            close_fds=True,
-        )
+
+    def start() -> subprocess.Popen[bytes]:
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(  # noqa: S603 - argv is built by this package, never a shell
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,  # own process group: a terminal Ctrl-C reaches only us
+                preexec_fn=_die_with_parent(os.getpid()) if owned else None,
+                close_fds=True,
+            )
+
+    on_main = threading.current_thread() is threading.main_thread()
+    proc = start() if on_main or not owned else _spawner.submit(start).result()
     if owned:
         _install_hooks()
         with _owned_lock:
@@ -264,3 +276,94 @@ def _install_hooks() -> None:
         # Only where nobody else (pytest, Faust, the user) has installed a handler.
         if signal.getsignal(sig) is signal.SIG_DFL:
             signal.signal(sig, _on_signal)
+
+
+class ServiceProcess:
+    """What the service objects (Kafka broker, Valkey) share: process state, readiness, ``with``.
+
+    A subclass sets :attr:`name`, ``data_dir``, :attr:`address`, :attr:`log_path`, and
+    :meth:`_ready`; its ``start()`` spawns into ``self._proc`` and calls
+    :meth:`_wait_ready`; its ``stop()`` calls :meth:`_terminate`.
+    """
+
+    name = "service"
+    poll_s = 0.1  # between readiness checks
+    data_dir: Path
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """Where clients connect."""
+        raise NotImplementedError
+
+    @property
+    def log_path(self) -> Path:
+        """The service's log file."""
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the process while this object runs it."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the process this object started is still alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float | None = None) -> Self:
+        """Start the service and wait until it is ready; returns self."""
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the service (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
+        self._terminate(timeout)
+
+    def _ready(self) -> bool:
+        """Whether the service answers its clients yet."""
+        raise NotImplementedError
+
+    def _log_tail(self) -> str:
+        return tail_file(self.log_path)
+
+    def _terminate(self, timeout: float) -> bool:
+        """Stop the process if any; True when it stopped on SIGTERM (or there was none)."""
+        if self._proc is None:
+            return True
+        graceful = stop_process(self._proc.pid, timeout=timeout, popen=self._proc)
+        self._proc = None
+        return graceful
+
+    def _wait_ready(self, deadline: float, timeout: float) -> None:
+        """Poll :meth:`_ready` until ``deadline``; ``ServiceStartError`` on exit or timeout."""
+        assert self._proc is not None  # noqa: S101 - called right after spawn
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise ServiceStartError(
+                    f"{self.name} exited with code {code} while starting: see {self.log_path}",
+                    self._log_tail(),
+                )
+            if self._ready():
+                return
+            if time.monotonic() >= deadline:
+                raise ServiceStartError(
+                    f"{self.name} did not become ready in {timeout:g} s: see {self.log_path}",
+                    self._log_tail(),
+                )
+            time.sleep(self.poll_s)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"running pid={self.pid}" if self.running else "stopped"
+        return f"<{type(self).__name__} {self.address} {state} data_dir={self.data_dir}>"

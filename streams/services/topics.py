@@ -41,8 +41,8 @@ def kafka_client_options(target: Target) -> dict[str, Any]:
         "bootstrap_servers": target.kafka_bootstrap_servers,
         "security_protocol": target.kafka_security_protocol,
     }
-    if target.kafka_sasl_mechanism:
-        opts["sasl_mechanism"] = target.kafka_sasl_mechanism
+    if target.kafka_security_protocol.startswith("SASL"):  # PLAIN unless told otherwise
+        opts["sasl_mechanism"] = target.kafka_sasl_mechanism or "PLAIN"
         opts["sasl_plain_username"] = target.kafka_sasl_username
         if target.kafka_sasl_password is not None:
             opts["sasl_plain_password"] = target.kafka_sasl_password.get_secret_value()
@@ -78,9 +78,14 @@ def admin_client(target: Target, *, timeout_s: float = 10.0) -> Iterator[Any]:
             request_timeout_ms=max(timeout_ms, 1000),
         )
     except KafkaError as exc:
+        sasl = not isinstance(target, str) and target.kafka_security_protocol.startswith("SASL")
+        hint = (
+            "is it running, and are the SASL user name and password right?"
+            if sasl
+            else "is it running? `riskstream up` starts one"
+        )
         raise RiskstreamError(
-            f"Kafka is not reachable at {_bootstrap(target)}: {type(exc).__name__}"
-            " (is it running? `riskstream up` starts one)"
+            f"Kafka is not reachable at {_bootstrap(target)}: {type(exc).__name__} ({hint})"
         ) from exc
     try:
         yield admin

@@ -18,19 +18,17 @@ In a test or script::
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 from streams.errors import RiskstreamError
 from streams.services.process import (
+    ServiceProcess,
     ServiceStartError,
     free_port,
     port_is_free,
     spawn,
-    stop_process,
-    tail_file,
 )
 
 _PORT_RETRIES = 3
@@ -72,7 +70,7 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class EmbeddedValkey:
+class EmbeddedValkey(ServiceProcess):
     """A Valkey server on ``host`` with its config, log and data in ``data_dir``.
 
     Parameters
@@ -91,6 +89,9 @@ class EmbeddedValkey:
         models and labelled cases survive ``down``/``up``).
     """
 
+    name = "Valkey"
+    poll_s = 0.02
+
     def __init__(
         self,
         data_dir: Path,
@@ -108,7 +109,6 @@ class EmbeddedValkey:
         self.owned = owned
         self.persist = persist
         self._auto_port = port == 0
-        self._proc: subprocess.Popen[bytes] | None = None
         self.start_seconds: float | None = None
 
     @property
@@ -117,22 +117,17 @@ class EmbeddedValkey:
         return f"redis://{self.host}:{self.port}/0"
 
     @property
-    def pid(self) -> int | None:
-        """PID of the server while this object runs it."""
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        """Whether the server process this object started is alive."""
-        return self._proc is not None and self._proc.poll() is None
+    def address(self) -> str:
+        """Same as :attr:`url`."""
+        return self.url
 
     @property
     def log_path(self) -> Path:
         """The server's log file."""
         return self.data_dir / "valkey.log"
 
-    def start(self, timeout: float = 10.0) -> EmbeddedValkey:
-        """Start the server and wait for PONG; returns self.
+    def start(self, timeout: float | None = None) -> Self:
+        """Start the server and wait for PONG (10 s at most by default); returns self.
 
         Raises
         ------
@@ -141,6 +136,7 @@ class EmbeddedValkey:
         """
         if self.running:
             return self
+        timeout = 10.0 if timeout is None else timeout
         binary = valkey_binary()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(_PORT_RETRIES):
@@ -172,25 +168,7 @@ class EmbeddedValkey:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the server (it saves first when ``persist``); SIGKILL after ``timeout``."""
-        if self._proc is None:
-            return
-        stop_process(self._proc.pid, timeout=timeout, popen=self._proc)
-        self._proc = None
-
-    def __enter__(self) -> EmbeddedValkey:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = f"running pid={self.pid}" if self.running else "stopped"
-        return f"<EmbeddedValkey {self.url} {state} data_dir={self.data_dir}>"
+        self._terminate(timeout)
 
     def _config(self) -> str:
         lines = [
@@ -210,20 +188,5 @@ class EmbeddedValkey:
             lines.append(f"requirepass {_quote(self.password)}")
         return "\n".join(lines) + "\n"
 
-    def _wait_ready(self, deadline: float, timeout: float) -> None:
-        assert self._proc is not None  # noqa: S101 - called right after spawn
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise ServiceStartError(
-                    f"Valkey exited with code {code} while starting: see {self.log_path}",
-                    tail_file(self.log_path),
-                )
-            if ping(self.url, self.password, timeout=0.5):
-                return
-            if time.monotonic() >= deadline:
-                raise ServiceStartError(
-                    f"Valkey did not answer PING in {timeout:g} s: see {self.log_path}",
-                    tail_file(self.log_path),
-                )
-            time.sleep(0.02)
+    def _ready(self) -> bool:
+        return ping(self.url, self.password, timeout=0.5)

@@ -24,8 +24,8 @@ from pipeline_helpers import WorkerProcess
 
 from models.artifacts import Artifact, load_artifact, sha256_hex
 from models.datasets import HANDBOOK_SCENARIOS, CardTesting, SimulatorConfig, simulate
-from models.features import build_features
-from models.meta_train import MetaTrainConfig
+from models.default_model import default_config
+from models.features import FeatureFrame, build_features
 from models.training import SupportConfig, fit_matching_network
 from streams.model_registry import ModelRegistry, Send
 from streams.producer import kafka_client_kwargs
@@ -47,6 +47,11 @@ class FewShotStream:
     def records(self, mask: np.ndarray) -> list[tuple[dict[str, Any], int | None]]:
         part = self.rows.loc[mask, ["tx_id", "ts", "card_id", "terminal_id", "amount"]]
         return [(row, None) for row in part.to_dict("records")]
+
+    def weeks(self, mask: np.ndarray) -> list[np.ndarray]:
+        """``mask`` split into masks of consecutive 7-day spans (stream order kept)."""
+        week = (self.rows.day.to_numpy() - int(self.rows.day.min())) // 7
+        return [mask & (week == w) for w in np.unique(week[mask])]
 
     def new_frauds(self, mask: np.ndarray | None = None) -> pd.DataFrame:
         rows = self.rows if mask is None else self.rows.loc[mask]
@@ -83,24 +88,42 @@ def simulate_stream(
     return df, FewShotStream(rows, start_day)
 
 
-def train_base_model(df: pd.DataFrame, start_day: int, directory: Path, seed: int = 0) -> Path:
+def train_base_model(
+    df: pd.DataFrame, start_day: int, directory: Path, seed: int = 0, n_episodes: int = 3000
+) -> Path:
     """Meta-train on the days before the new pattern; save the artifact in ``directory``.
 
     Terminal risk is computed without labels, as the stream sees it when no label history
     was replayed, so training and stream features agree.
     """
-    no_labels = pd.DataFrame({"tx_id": pd.Series([], dtype=df["tx_id"].dtype), "label": []})
-    features = build_features(df, labels=no_labels)
+    features = features_without_labels(df)
     day = (pd.to_datetime(df["ts"]) - pd.to_datetime(df["ts"]).min().normalize()).dt.days
     train = (day < start_day).to_numpy()
     torch.set_num_threads(1)
-    config = MetaTrainConfig(seed=seed, n_episodes=300)
+    # the shipped model's configuration (synthetic tasks keep unseen patterns apart),
+    # with fewer episodes than the default's 4000 so that it trains in seconds
+    config = default_config(seed, n_episodes=n_episodes)
     artifact = fit_matching_network(
         df, features, train, config, SupportConfig(n_fraud=400, n_legit=1600, seed=seed)
     )
     artifact.meta["version"] = "base"
     artifact.save(directory)
     return directory
+
+
+def offline_scores(df: pd.DataFrame, directory: Path) -> np.ndarray:
+    """Scores of every row of ``df`` by the artifact in ``directory``, computed offline
+    (features without label history, as the stream has before any label arrives)."""
+    from models.scorer import Scorer
+
+    x = features_without_labels(df).values
+    return Scorer.from_artifact(directory, top_k=0).score_only(x)
+
+
+def features_without_labels(df: pd.DataFrame) -> FeatureFrame:
+    """Offline features of ``df`` as the stream computes them before any label arrives."""
+    no_labels = pd.DataFrame({"tx_id": pd.Series([], dtype=df["tx_id"].dtype), "label": []})
+    return build_features(df, labels=no_labels)
 
 
 def worker_extra_env() -> dict[str, str]:
@@ -132,6 +155,9 @@ def make_settings(
         "adapt_min_new_cases": 10,
         "adapt_interval_s": 3600.0,
         "pending_label_ttl_s": 30.0,
+        # The test replays weeks in seconds: terminal counts cached for a wall-clock TTL
+        # would serve features of days long gone (legit traffic then looks anomalous).
+        "terminal_cache_ttl_s": 0.0,
     }
     values.update(overrides)
     settings = Settings(**values)

@@ -14,9 +14,9 @@ The story of issue 5, run once per module (``run`` fixture), then checked piece 
    refuses each, and phase 3 (the last transactions) is still scored by the adapted model.
 
 Recall after adaptation counts only transactions scored by the adapted version. The few-
-shot goal of issue 4 (recall >= 0.8 at the alert threshold or at 1 % FPR) is checked in
-its own test, which reports the measured figure and is marked xfail when the model falls
-short, never hidden.
+shot goal of issue 4 (recall >= 0.8 at 1 % FPR, or at the alert threshold if its FPR is at
+most 1 %) is checked in its own test, which reports the measured figure and is marked xfail
+when the model falls short, never hidden.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from adaptation_helpers import (
     cleanup,
     labelled_metric,
     make_settings,
+    offline_scores,
     publish_bad_updates,
     send_labels,
     simulate_stream,
@@ -81,6 +82,8 @@ class Run:
     expected_rejections: list[str]
     phase3_versions: set[str]
     workers_alive: bool
+    base_offline_gap: float  # share of base-scored transactions whose stream score differs
+    # from the same model's offline score (features built offline, no label history)
     timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -90,6 +93,7 @@ class Run:
             "after": self.after.as_dict() if self.after else None,
             "label_to_live_s": self.label_to_live_s,
             "rejected": self.rejected,
+            "base_offline_gap": self.base_offline_gap,
             "timings_s": self.timings,
         }
 
@@ -137,8 +141,13 @@ def run(
             for w in procs:
                 w.wait_ready()
             timings["workers_ready"] = time.monotonic() - started
-            asyncio.run(produce_transactions(s, stream.records(phase1)))
-            wait_scored(procs, int(phase1.sum()))
+            # History a week at a time, each scored before the next: the two workers then
+            # read complete terminal counts (windows end 8 days back), as in real time.
+            sent = 0
+            for week in stream.weeks(phase1):
+                asyncio.run(produce_transactions(s, stream.records(week)))
+                sent += int(week.sum())
+                wait_scored(procs, sent)
             timings["phase1_scored"] = time.monotonic() - started
 
             async def label_then_stream() -> tuple[str | None, dict[str, Any], float]:
@@ -175,6 +184,8 @@ def run(
         timings["total"] = time.monotonic() - started
         new_ids = set(stream.new_frauds().tx_id) - set(labelled)
         legit_ids = set(rows.tx_id[rows.is_fraud == 0])
+        offline = dict(zip(rows.tx_id, offline_scores(df, model_dir), strict=True))
+        gaps = [abs(r.score - offline[t]) for t, r in scores.items() if r.model_version == "base"]
         per_version = recall_by_version(scores, new_ids, legit_ids, threshold=s.alert_threshold)
         result = Run(
             settings=s,
@@ -190,6 +201,7 @@ def run(
             expected_rejections=expected,
             phase3_versions={scores[t].model_version for t in rows.tx_id[phase3] if t in scores},
             workers_alive=alive,
+            base_offline_gap=float(np.mean(np.asarray(gaps) > 1e-3)) if gaps else math.nan,
             timings={k: round(v, 1) for k, v in timings.items()},
         )
         print("\nadaptation e2e:", json.dumps(result.summary(), indent=1, default=str))
@@ -197,6 +209,16 @@ def run(
     finally:
         cleanup(s, client)
         client.close()
+
+
+def test_the_stream_scores_as_the_model_scores_offline(run: Run) -> None:
+    """Recall measured in the stream is the model's: same features, same scores.
+
+    A few (0.01-4 % measured) still differ: in a replay at full speed one worker may read
+    a terminal's counts before the other's writes of those days landed. Replayed all at
+    once, without the weekly pauses, about half of them differed, which this catches.
+    """
+    assert run.base_offline_gap <= 0.1, run.base_offline_gap
 
 
 def test_the_new_pattern_is_missed_before_adaptation(run: Run) -> None:
@@ -231,7 +253,9 @@ def test_bad_updates_are_refused_and_the_adapted_model_keeps_scoring(run: Run) -
 def test_few_shot_goal_after_ten_labels(run: Run) -> None:
     """Issue 4's goal, in the stream: recall >= 0.8 on the new pattern after 10 labels."""
     assert run.after is not None and run.before is not None
-    best = max(run.after.recall_at_threshold, run.after.recall_at_1pct_fpr)
+    # the goal is at 1 % FPR; recall at the alert threshold counts only when its FPR is too
+    at_threshold = run.after.recall_at_threshold if run.after.fpr_at_threshold <= 0.01 else 0.0
+    best = max(at_threshold, run.after.recall_at_1pct_fpr)
     if best < GOAL_RECALL:
         pytest.xfail(
             f"few-shot goal not met by this model: recall on the new pattern "

@@ -19,6 +19,7 @@ metric; the live worker test points the same harness at a real worker.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -50,6 +51,19 @@ PROMETHEUS_YML = ROOT / "ops" / "prometheus" / "prometheus.yml"
 RULES_YML = ROOT / "ops" / "prometheus" / "rules.yml"
 DASHBOARDS = ROOT / "ops" / "grafana" / "dashboards"
 WORKER_JOB = "riskstream-worker"
+
+
+def _load_renderer() -> Any:
+    """ops/grafana/render_pngs.py (not a package): the one place variables are resolved."""
+    path = ROOT / "ops" / "grafana" / "render_pngs.py"
+    spec = importlib.util.spec_from_file_location("render_pngs", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+render_pngs = _load_renderer()
 # Grafana's built-in variables and the dashboards' own, as a 1 s-scrape Prometheus needs.
 DEFAULT_VARIABLES = {
     "$__rate_interval": "10s",
@@ -106,10 +120,8 @@ def as_bool(expr: str) -> str:
 
 def substitute(expr: str, variables: dict[str, str] | None = None) -> str:
     """Replaces Grafana variables (longest names first, so ``$__range`` stays whole)."""
-    values = DEFAULT_VARIABLES | (variables or {})
-    for name in sorted(values, key=len, reverse=True):
-        expr = expr.replace(name, values[name])
-    return expr
+    resolved: str = render_pngs.resolve(expr, DEFAULT_VARIABLES | (variables or {}))
+    return resolved
 
 
 def dashboard_expressions(variables: dict[str, str] | None = None) -> list[Expression]:

@@ -78,6 +78,13 @@ class FakeRedis:
         if sha == alert_dedupe.CLAIM_SHA:
             stamp, _ttl = argv
             return [self._set(key, stamp, nx=True, get=True) for key in keys]
+        if sha == terminal_store._SHAS[terminal_store._DAY_COUNTS]:
+            out: list[int] = []
+            for i, key in enumerate(keys):
+                h = self.hashes.get(key, {})
+                for day in range(int(argv[2 * i]), int(argv[2 * i + 1]) + 1):
+                    out += [int(h.get(f"{k}{day}".encode(), b"0")) for k in "tf"]
+            return out
         raise AssertionError(f"unknown script {sha}")
 
     def _set(self, key: str, value: Any, nx: bool, get: bool) -> Any:

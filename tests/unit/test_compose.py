@@ -60,3 +60,11 @@ def test_workers_point_at_the_compose_services(compose: dict[str, Any]) -> None:
     assert env["RISKSTREAM_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert env["RISKSTREAM_REDIS_URL"].startswith("redis://redis:")
     assert (ROOT / "Dockerfile").exists()
+
+
+def test_grafana_opens_on_a_provisioned_dashboard(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}
+    home = Path(grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
+    source = mounts[str(home.parent)]
+    assert (ROOT / source / home.name).is_file()

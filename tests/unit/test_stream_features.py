@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from streams_fakes import FakeRedis
 
 from models.features import (
     CardState,
@@ -16,7 +17,7 @@ from models.features import (
 )
 from streams.pipeline import feature_row
 from streams.resp import pack_command, pairs
-from streams.terminal_store import TerminalCounts, parse_counts
+from streams.terminal_store import TerminalCounts, TerminalDay, TerminalStore, parse_counts
 
 days = st.integers(min_value=17_000, max_value=17_080)
 counts = st.dictionaries(days, st.integers(min_value=0, max_value=50), max_size=40)
@@ -64,3 +65,96 @@ def test_resp_packing_and_flat_replies() -> None:
         == b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n5\r\n$2\r\nNX\r\n"
     )
     assert parse_counts(pairs([b"t17000", b"3", b"f17000", b"1"])) == ({17000: 3}, {17000: 1})
+
+
+async def _replay(store: TerminalStore, redis: FakeRedis, days: list[list[TerminalDay]]) -> int:
+    """Feed micro-batches through ``store`` as the pipeline does, with the wall clock frozen
+    (history replayed faster than real time); checks each batch's features against the
+    counts in Redis at that moment. Returns the number of terminal fetches."""
+    fetched = 0
+    for batch in days:
+        missing = store.missing(batch)
+        fetched += len(missing)
+        await store.fetch(missing)
+        got = store.features(batch)
+        for terminal, day in batch:
+            truth = parse_counts(redis.hashes.get(store.key(terminal), {}))
+            assert got[(terminal, day)] == terminal_features(*truth, day), (terminal, day)
+        store.add_transactions(batch)
+        writes = redis.command_batch()
+        store.queue_writes(writes)  # type: ignore[arg-type]
+        await writes.execute()
+    return fetched
+
+
+async def test_terminal_cache_follows_event_time_not_the_wall_clock() -> None:
+    """Replaying 40 days in well under a second gives the features of Redis' counts on
+    each day (with a 30 s wall-clock TTL, the counts fetched on day 0 used to serve every
+    later day: all zero), and each terminal is fetched once per event day, not per batch."""
+    redis = FakeRedis()
+    store = TerminalStore(redis, prefix="u:", cache_ttl_s=30.0)
+    first = 17_000
+    batches = [
+        [("m1", day), ("m2", day), ("m1", day)] + ([("m3", day)] if day % 3 == 0 else [])
+        for day in range(first, first + 40)
+        for _ in range(2)  # two micro-batches per event day
+    ]
+    redis.hashes[store.key("m1")][f"f{first + 2}".encode()] = b"1"  # a label, 38 days back
+    fetched = await _replay(store, redis, batches)
+    late = store.features([("m1", first + 39)])[("m1", first + 39)]
+    assert late[4] > 0  # 30-day window ending 8 days back saw the replayed transactions
+    m3_days = sum(1 for day in range(first, first + 40) if day % 3 == 0)
+    assert fetched == 40 * 2 + m3_days  # once per terminal and event day it appears on
+
+
+async def test_terminal_cache_ttl_zero_fetches_every_batch() -> None:
+    redis = FakeRedis()
+    store = TerminalStore(redis, prefix="u:", cache_ttl_s=0.0)
+    batches = [[("m1", 17_000 + d), ("m2", 17_000 + d)] for d in range(20) for _ in range(2)]
+    assert await _replay(store, redis, batches) == 20 * 2 * 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tx=counts,
+    fraud=counts,
+    patches=st.lists(
+        st.tuples(
+            st.integers(min_value=16_990, max_value=17_100),
+            st.lists(st.tuples(st.integers(0, 9), st.integers(0, 3)), min_size=1, max_size=9),
+        ),
+        max_size=4,
+    ),
+    day=st.integers(min_value=16_990, max_value=17_140),
+)
+def test_terminal_counts_patched_in_place_equal_rebuilt(
+    tx: dict[int, int],
+    fraud: dict[int, int],
+    patches: list[tuple[int, list[tuple[int, int]]]],
+    day: int,
+) -> None:
+    """The event-day refetch patches a terminal's recent days in place: same features as
+    counts built from scratch with those days replaced."""
+    counts = TerminalCounts(tx, fraud)
+    tx, fraud = dict(tx), dict(fraud)
+    for first, values in patches:
+        counts.set_days(first, [n for n, _ in values], [f for _, f in values])
+        for d, (n, f) in enumerate(values, first):
+            for by_day, v in ((tx, n), (fraud, f)):
+                if v:
+                    by_day[d] = v
+                else:
+                    by_day.pop(d, None)
+    assert counts.features(day) == terminal_features(tx, fraud, day)
+    assert (counts.tx, counts.fraud) == (tx, fraud)
+    counts.prune(day - 40)
+    assert counts.features(day) == terminal_features(tx, fraud, day)
+
+
+async def test_terminal_refetch_reloads_its_script_after_a_redis_restart() -> None:
+    redis = FakeRedis()
+    store = TerminalStore(redis, prefix="u:", cache_ttl_s=30.0)
+    await _replay(store, redis, [[("m1", 17_000)], [("m1", 17_001)]])
+    redis.scripts_loaded = False  # a restarted Redis has forgotten the scripts
+    assert await _replay(store, redis, [[("m1", 17_002)]]) == 1
+    assert redis.scripts_loaded

@@ -260,3 +260,55 @@ def test_worker_info_names_the_worker(m: RiskstreamMetrics) -> None:
     info = next(s for s in families(m)["riskstream_worker"].samples)
     assert info.labels["worker_id"] == "w-1" and info.labels["app_id"] == "riskstream"
     assert info.labels["hostname"] and info.labels["version"]
+
+
+def _emitted_reason_codes() -> set[str]:
+    """Reason codes written as literals where streams/ raises a RecordError (or picks one)."""
+    import ast
+    from pathlib import Path
+
+    def literals(node: ast.expr) -> set[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value}
+        if isinstance(node, ast.IfExp):  # reason = "a" if ... else "b"
+            return literals(node.body) | literals(node.orelse)
+        return set()
+
+    root = Path(metrics_module.__file__).resolve().parent
+    codes: set[str] = set()
+    for path in root.rglob("*.py"):
+        if path == root / "records" / "errors.py":  # the table itself, not an emitter
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and node.args:
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+                if name == "RecordError":
+                    codes |= literals(node.args[0])
+            elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "reason" for t in node.targets
+            ):
+                codes |= literals(node.value)
+    return codes
+
+
+def test_dlq_reason_children_are_exactly_the_codes_the_records_emit() -> None:
+    emitted = _emitted_reason_codes()
+    assert emitted == set(REASONS), emitted ^ set(REASONS)
+    assert DLQ_REASONS == tuple(REASONS)  # same codes, in the table's order
+    m = RiskstreamMetrics(CollectorRegistry(), process=False)
+    family = next(f for f in m.registry.collect() if f.name == "riskstream_dead_letter")
+    children = {s.labels["reason"] for s in family.samples if s.name.endswith("_total")}
+    assert children == set(REASONS)
+
+
+def test_the_worker_serves_the_one_content_type_prometheus_client_uses() -> None:
+    from prometheus_client.exposition import choose_encoder
+
+    from streams import app as app_module
+
+    assert app_module.METRICS_CONTENT_TYPE is metrics_module.CONTENT_TYPE
+    # What prometheus_client answers for generate_latest when nothing is negotiated.
+    encoder, content_type = choose_encoder("")
+    assert encoder is prometheus_client.generate_latest
+    assert content_type == metrics_module.CONTENT_TYPE
