@@ -32,6 +32,7 @@ from streams_fakes import FakeEmitter, FakeRedis  # noqa: E402
 
 from bench.bench_pipeline import source  # noqa: E402
 from streams.alert_dedupe import AlertClaims  # noqa: E402
+from streams.app import tune_gc  # noqa: E402
 from streams.pipeline import RawRecord, ScorePipeline  # noqa: E402
 from streams.records import Transaction, encode  # noqa: E402
 from streams.redis_conn import RedisGuard  # noqa: E402
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings(app_id="inproc", model_path=REPO / "artifacts" / "default")
     scorer = load_scorer(settings)
+    tune_gc()  # as a worker does once it started
     now = int(time.time() * 1000)
     records = [
         RawRecord("transactions", 0, i, now, tx["card_id"].encode(), encode(Transaction(**tx)))

@@ -32,8 +32,9 @@ from streams.terminal_store import TerminalStore
 
 log = logging.getLogger(__name__)
 
-# (partition, tx_id, amount, the score record as a dict)
-AlertCandidate = tuple[int, str, float, dict[str, Any]]
+# (partition, tx_id, amount, the score record as a dict, its (case_id, label, weight)s):
+# the record's explanation may be JSON already written, so the reason reads the tuples
+AlertCandidate = tuple[int, str, float, dict[str, Any], list[tuple[str, int, float]]]
 Send = Callable[[str, list[Message]], Awaitable[list[asyncio.Future[Any]]]]
 
 
@@ -85,8 +86,7 @@ class BatchWriter:
             return
         messages: list[Message] = []
         counts: dict[str, int] = {}
-        for partition, tx_id, amount, value in to_send:
-            why = [(e["case_id"], e["label"], e["weight"]) for e in value["explanation"]]
+        for partition, tx_id, amount, value, why in to_send:
             reason = alert_reason(value["score"], self.alert_threshold, why)
             alert = alert_value(value, amount=amount, reason=reason)
             messages.append((partition, tx_id.encode(), dumps(alert)))
@@ -97,7 +97,7 @@ class BatchWriter:
             self.metrics.alerts.labels(decision).inc(n)
 
     async def _write_and_claim(self, alerts: list[AlertCandidate]) -> list[AlertCandidate]:
-        ids = [tx_id for _, tx_id, _, _ in alerts]
+        ids = [alert[1] for alert in alerts]
         restores: list[Callable[[], None]] = []
         claims_at: list[int | None] = [None]
 
@@ -133,7 +133,7 @@ class BatchWriter:
         fresh = [a for a, prev in zip(alerts, previous, strict=True) if prev is None]
         replayed = [
             (tx_id, partition, self.claims.parse_claim(prev))
-            for (partition, tx_id, _, _), prev in zip(alerts, previous, strict=True)
+            for (partition, tx_id, *_), prev in zip(alerts, previous, strict=True)
             if prev is not None
         ]
         if replayed:

@@ -17,7 +17,7 @@ parseable by ``parse_score`` / ``parse_alert``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import orjson
@@ -25,6 +25,94 @@ import orjson
 from streams.records import SCHEMA_VERSION
 
 Why = Sequence[tuple[str, int, float]]
+ExplanationValue = Union[list[dict[str, Any]], orjson.Fragment]  # noqa: UP007 - a runtime alias
+
+
+class BatchExplanations:
+    """The top-k explanations of a scored batch: per row, support indices and weights.
+
+    Built from the scorer's arrays (:meth:`models.scorer.Scorer.score_batch_top`), or from
+    per-row ``(case_id, label, weight)`` lists (:meth:`from_tuples`, any scorer).
+    :meth:`json_rows` writes the ``explanation`` arrays of many rows in bulk: the
+    weights go through one ``orjson.dumps``, and each support case's
+    ``{"case_id":…,"label":…,"weight":`` prefix is serialized once per support set.
+
+    >>> ex = BatchExplanations([[1, 0]], [[0.5, 0.25]], ["a", "b"], [0, 1])
+    >>> ex.row(0)
+    [('b', 1, 0.5), ('a', 0, 0.25)]
+    >>> ex.json_rows([0]) == [orjson.dumps(explanation_dicts(ex.row(0)))]
+    True
+    """
+
+    __slots__ = ("top", "weights", "case_ids", "labels")
+
+    _prefixes: tuple[int, Sequence[Any], list[bytes]] | None = None  # the last support's
+
+    def __init__(
+        self,
+        top: Sequence[Sequence[int]] | np.ndarray,
+        weights: Sequence[Sequence[float]] | np.ndarray,
+        case_ids: Sequence[Any],
+        labels: Sequence[int],
+    ) -> None:
+        self.top: Sequence[Sequence[int]] = top.tolist() if isinstance(top, np.ndarray) else top
+        self.weights: Sequence[Sequence[float]] = (
+            np.asarray(weights, dtype=np.float64).tolist()
+            if isinstance(weights, np.ndarray)
+            else weights
+        )
+        self.case_ids = case_ids
+        self.labels = labels
+
+    @classmethod
+    def from_tuples(cls, why: Sequence[Why]) -> BatchExplanations:
+        """From per-row ``(case_id, label, weight)`` lists (rows may differ in length)."""
+        ids: list[Any] = []
+        labels: list[int] = []
+        top: list[list[int]] = []
+        weights: list[list[float]] = []
+        for row in why:
+            top.append(list(range(len(ids), len(ids) + len(row))))
+            weights.append([float(w) for _, _, w in row])
+            ids += [c for c, _, _ in row]
+            labels += [int(lab) for _, lab, _ in row]
+        return cls(top, weights, ids, labels)
+
+    def row(self, j: int) -> list[tuple[str, int, float]]:
+        """Row ``j`` as ``(case_id, label, weight)``, heaviest first."""
+        ids, labels = self.case_ids, self.labels
+        return [(ids[i], labels[i], w) for i, w in zip(self.top[j], self.weights[j])]  # noqa: B905
+
+    def _case_prefixes(self) -> list[bytes]:
+        ids = self.case_ids
+        cached = BatchExplanations._prefixes
+        if cached is not None and cached[0] == id(ids) and cached[1] is ids:
+            return cached[2]
+        prefixes = [
+            b'{"case_id":' + orjson.dumps(str(c)) + b',"label":%d,"weight":' % int(lab)
+            for c, lab in zip(ids, self.labels, strict=True)
+        ]
+        BatchExplanations._prefixes = (id(ids), ids, prefixes)  # holds ids: the id stays valid
+        return prefixes
+
+    def json_rows(self, rows: Sequence[int]) -> list[bytes]:
+        """The ``explanation`` JSON arrays of ``rows``, as :func:`explanation_dicts` +
+        ``orjson.dumps`` would write them."""
+        if not rows:
+            return []
+        prefixes = self._case_prefixes()
+        top, weights = self.top, self.weights
+        # one dumps for all weights: b"[[w,w],[w]]" -> per row b"w,w"
+        texts = orjson.dumps([weights[j] for j in rows])[2:-2].split(b"],[")
+        out: list[bytes] = []
+        for j, text in zip(rows, texts, strict=True):
+            idx = top[j]
+            if idx:
+                parts = [prefixes[i] + w for i, w in zip(idx, text.split(b","), strict=True)]
+                out.append(b"[" + b"},".join(parts) + b"}]")
+            else:
+                out.append(b"[]")
+        return out
 
 
 def decisions(scores: np.ndarray, *, review: float, alert: float) -> list[str]:
@@ -57,9 +145,12 @@ def score_value(
     model_version: str,
     scored_at: float,
     latency_ms: float,
-    explanation: list[dict[str, Any]],
+    explanation: ExplanationValue,
 ) -> dict[str, Any]:
-    """The ``scores`` record as a dict, fields in :class:`~streams.records.Score` order."""
+    """The ``scores`` record as a dict, fields in :class:`~streams.records.Score` order.
+
+    ``explanation`` is the list of dicts, or its JSON already written
+    (``orjson.Fragment`` of :meth:`BatchExplanations.json_rows`)."""
     return {
         "tx_id": tx_id,
         "card_id": card_id,

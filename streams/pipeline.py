@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol, cast
 
 import numpy as np
+import orjson
 from aiokafka.errors import KafkaError
 
 from models.features import card_features, day_index, free_feature_values, tx_features
@@ -33,12 +34,7 @@ from streams.alert_dedupe import AlertClaims
 from streams.batch_writer import AlertCandidate, BatchWriter
 from streams.emitter import Emitter, Message
 from streams.metrics import METRICS, RiskstreamMetrics
-from streams.outputs import (
-    decisions,
-    dumps,
-    explanation_dicts,
-    score_value,
-)
+from streams.outputs import BatchExplanations, decisions, dumps, score_value
 from streams.records import RecordError, Transaction, dead_letter, encode, parse_transaction
 from streams.redis_conn import RedisGuard
 from streams.runtime import ScorerRuntime
@@ -247,13 +243,19 @@ class ScorePipeline:
         return await self._emit(scorer.version, txs, inputs, kept, valid, X, scores, why, scoring_s)
 
     @staticmethod
-    def _score_rows(scorer: Any, X: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    def _score_rows(scorer: Any, X: np.ndarray) -> tuple[np.ndarray, BatchExplanations]:
         if len(X) == 0:
-            return np.zeros(0), []
+            return np.zeros(0), BatchExplanations([], [], [], [])
         try:
-            scores, why = scorer.score_batch(X)
+            top_of = getattr(scorer, "score_batch_top", None)
+            if top_of is not None:  # explanations as arrays, serialized in bulk
+                scores, top, weights = top_of(X)
+                why = BatchExplanations(top, weights, scorer.case_ids, scorer.case_labels)
+            else:
+                scores, lists = scorer.score_batch(X)
+                why = BatchExplanations.from_tuples(list(lists))
             out = np.asarray(scores, dtype=np.float64)
-            return np.where(np.isfinite(out), np.clip(out, 0.0, 1.0), np.nan), list(why)
+            return np.where(np.isfinite(out), np.clip(out, 0.0, 1.0), np.nan), why
         except Exception:
             log.exception("batch scoring failed; scoring rows one by one")
         out = np.full(len(X), np.nan)
@@ -265,7 +267,7 @@ class ScorePipeline:
                 explanations[j] = w[0]
             except Exception:  # noqa: S112 - the row is dead-lettered by the caller
                 continue
-        return out, explanations
+        return out, BatchExplanations.from_tuples(explanations)
 
     async def _emit(
         self,
@@ -276,7 +278,7 @@ class ScorePipeline:
         rows: list[int],
         X: np.ndarray,
         scores: np.ndarray,
-        why: list[Any],
+        why: BatchExplanations,
         scoring_s: float,
     ) -> Futures:
         settings = self.settings
@@ -292,6 +294,8 @@ class ScorePipeline:
         vectors = np.ascontiguousarray(X, dtype=np.float32)
         width = vectors.shape[1] * 4 if vectors.ndim == 2 else 0
         blob = vectors.tobytes()  # one copy; each entry takes its row as a bytes slice
+        explained = why.json_rows(rows)  # the batch's explanation arrays, written in bulk
+        fragment = orjson.Fragment
         for n, j in enumerate(rows):
             tx, record = txs[kept[j]], inputs[kept[j]]
             stamp = record.timestamp
@@ -306,11 +310,11 @@ class ScorePipeline:
                 model_version=version,
                 scored_at=scored_at,
                 latency_ms=round(latency * 1000.0, 3) if latency == latency else 0.0,
-                explanation=explanation_dicts(why[j]),
+                explanation=fragment(explained[n]),
             )
             messages.append((record.partition, tx.tx_id.encode(), dumps(value)))
             if s >= alert_at:
-                alerts.append((record.partition, tx.tx_id, tx.amount, value))
+                alerts.append((record.partition, tx.tx_id, tx.amount, value, why.row(j)))
             entries[tx.tx_id] = encode_entry(
                 blob[j * width : (j + 1) * width],
                 terminal_id=tx.terminal_id,

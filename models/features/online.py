@@ -16,19 +16,15 @@ builder uses the same ones (a unit test checks both agree to 1e-6).
 from __future__ import annotations
 
 import math
-from bisect import bisect_right, insort
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
+from models.features.card_state import CardState, card_features
 from models.features.definitions import (
-    CARD_HISTORY_SECONDS,
     CARD_WINDOWS_DAYS,
     DAY_SECONDS,
-    GAP_CAP_SECONDS,
     LABEL_DELAY_DAYS,
-    MEAN_FLOOR,
     NIGHT_END_SECONDS,
     TERMINAL_WINDOWS_DAYS,
     FeatureSchema,
@@ -60,97 +56,6 @@ def tx_features(ts: float, amount: float) -> tuple[float, float, float]:
         1.0 if weekday >= 5 else 0.0,
         1.0 if seconds_of_day < NIGHT_END_SECONDS else 0.0,
     )
-
-
-class CardState:
-    """The last 30 days of one card's ``(ts, amount)``, kept sorted by time.
-
-    Memory is bounded by the card's 30-day volume: :meth:`learn_one` drops everything
-    older than 30 days before the newest transaction.
-
-    >>> s = CardState()
-    >>> card_features(s, 1000.0, 10.0)[:2]  # first tx: count 1, mean 10
-    (1.0, 10.0)
-    >>> s.learn_one(1000.0, 10.0)
-    >>> card_features(s, 4600.0, 30.0)  # doctest: +NORMALIZE_WHITESPACE
-    (2.0, 20.0, 2.0, 20.0, 2.0, 20.0, 3600.0, 3.0)
-    >>> CardState.from_dict(s.to_dict()).to_dict() == s.to_dict()
-    True
-    """
-
-    __slots__ = ("ts", "amounts")
-
-    def __init__(
-        self, ts: Sequence[float] | None = None, amounts: Sequence[float] | None = None
-    ) -> None:
-        self.ts: list[float] = [float(t) for t in ts] if ts else []
-        self.amounts: list[float] = [float(a) for a in amounts] if amounts else []
-        if len(self.ts) != len(self.amounts):
-            raise ValueError("ts and amounts must have the same length")
-
-    def learn_one(self, ts: float, amount: float) -> None:
-        """Record a transaction (after computing its features) and forget old ones."""
-        ts, amount = float(ts), float(amount)
-        if not self.ts or ts >= self.ts[-1]:
-            self.ts.append(ts)
-            self.amounts.append(amount)
-        else:  # out of order: insert after equal timestamps, as if processed last
-            pos = bisect_right(self.ts, ts)
-            insort(self.ts, ts)
-            self.amounts.insert(pos, amount)
-        # keep ts_j > newest - 30 d: nothing older can enter any window or change the gap
-        cut = bisect_right(self.ts, self.ts[-1] - CARD_HISTORY_SECONDS)
-        if cut:
-            del self.ts[:cut]
-            del self.amounts[:cut]
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serializable form (for a Faust table)."""
-        return {"ts": list(self.ts), "amounts": list(self.amounts)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CardState:
-        """Inverse of :meth:`to_dict`."""
-        return cls(data.get("ts") or [], data.get("amounts") or [])
-
-
-def card_features(state: CardState, ts: float, amount: float) -> tuple[float, ...]:
-    """Card features of a transaction, computed *before* ``state.learn_one(ts, amount)``.
-
-    Returns ``(count_1d, mean_1d, count_7d, mean_7d, count_30d, mean_30d,
-    seconds_since_last_tx, amount_over_card_mean)``; windows include the current
-    transaction (see :mod:`models.features.definitions`).
-
-    >>> card_features(CardState([0.0], [5.0]), 86_400.0, 15.0)  # 0.0 is just outside 1 d
-    (1.0, 15.0, 2.0, 10.0, 2.0, 10.0, 86400.0, 3.0)
-    """
-    ts, amount = float(ts), float(amount)
-    times, amounts = state.ts, state.amounts
-    end = bisect_right(times, ts)  # stored transactions at or before ts were processed earlier
-    out: list[float] = []
-    for w in CARD_WINDOWS_DAYS:
-        start = bisect_right(times, ts - w * DAY_SECONDS, 0, end)
-        n = end - start
-        total = sum(amounts[start:end]) + amount
-        out.append(float(n + 1))
-        out.append(total / (n + 1))
-    if end:
-        gap = min(ts - times[end - 1], GAP_CAP_SECONDS)
-    else:
-        gap = GAP_CAP_SECONDS
-    start30 = bisect_right(times, ts - CARD_WINDOWS_DAYS[-1] * DAY_SECONDS, 0, end)
-    n_prev = end - start30
-    if n_prev:
-        prev_mean = sum(amounts[start30:end]) / n_prev
-        ratio = amount / max(prev_mean, MEAN_FLOOR)
-    else:
-        ratio = 1.0
-    out.append(float(gap))
-    out.append(float(ratio))
-    return tuple(out)
 
 
 def terminal_window_days(day: int, window_days: int) -> range:

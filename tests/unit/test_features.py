@@ -207,3 +207,49 @@ def test_feature_transform_roundtrip_and_checks() -> None:
     bad = tr.to_dict() | {"std": [0.0] * len(FEATURE_NAMES)}
     with pytest.raises(ValueError):
         FeatureTransform.from_dict(bad)
+
+
+def _card_features_by_definition(
+    times: list[float], amounts: list[float], ts: float, amount: float
+) -> tuple[float, ...]:
+    """The card features straight from the definitions, summing the whole history."""
+    seen = [(t, a) for t, a in zip(times, amounts, strict=True) if t <= ts]
+    out: list[float] = []
+    for w in (1, 7, 30):
+        inside = [a for t, a in seen if t > ts - w * DAY_SECONDS]
+        out += [len(inside) + 1.0, (sum(inside) + amount) / (len(inside) + 1)]
+    gap = min(ts - seen[-1][0], 30 * DAY_SECONDS) if seen else 30 * DAY_SECONDS
+    prev = [a for t, a in seen if t > ts - 30 * DAY_SECONDS]
+    ratio = amount / max(sum(prev) / len(prev), 0.01) if prev else 1.0
+    return (*out, gap, ratio)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_running_card_windows_equal_the_definition(seed: int) -> None:
+    """The running sums of CardState (usual case) and its slice sums (out-of-order times,
+    replays scored but not learnt, restarts from the table value) give the definition."""
+    rng = np.random.default_rng(seed)
+    state, t = CardState(), T0
+    gaps = [600.0, 3 * 3600.0, DAY_SECONDS, 7 * DAY_SECONDS, 30 * DAY_SECONDS, 0.0]
+    paths = {"running": 0, "out_of_order": 0, "restart": 0}
+    longest = 0
+    for _ in range(1500):
+        r = rng.random()
+        if r < 0.05:  # late arrival
+            ts = t - float(rng.uniform(0, 3 * DAY_SECONDS))
+            paths["out_of_order"] += 1
+        else:
+            t += float(rng.exponential(gaps[int(rng.integers(len(gaps)))]))
+            ts = t
+            paths["running"] += 1
+        amount = float([0.0, round(rng.gamma(2.0, 30.0), 2), rng.uniform(0, 1e6)][int(r * 30) % 3])
+        expected = _card_features_by_definition(state.ts, state.amounts, ts, amount)
+        got = card_features(state, ts, amount)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9)
+        longest = max(longest, len(state))
+        if rng.random() < 0.9:  # else a replay: scored again, already learnt
+            state.learn_one(ts, amount)
+        if rng.random() < 0.03:
+            state = CardState.from_dict(json.loads(json.dumps(state.to_dict())))
+            paths["restart"] += 1
+    assert min(paths.values()) > 10 and longest > 25

@@ -22,7 +22,14 @@ from streams_fakes import FakeEmitter, FakeRedis, small_scorer
 from models.features import CardState, card_features
 from streams.alert_dedupe import AlertClaims
 from streams.consumer import BatchConsumer
-from streams.outputs import alert_reason, alert_value, dumps, score_value
+from streams.outputs import (
+    BatchExplanations,
+    alert_reason,
+    alert_value,
+    dumps,
+    explanation_dicts,
+    score_value,
+)
 from streams.pipeline import RawRecord, ScorePipeline
 from streams.records import (
     Explanation,
@@ -149,6 +156,64 @@ def test_fast_score_and_alert_bytes_equal_record_encoding() -> None:
     alert = alert_value(value, amount=250.0, reason=reason)
     assert dumps(alert) == encode(alert_from_score(record, amount=250.0, reason=reason))
     assert parse_alert(dumps(alert)).reason.startswith("score 0.875 >= 0.80")
+
+
+def test_bulk_explanation_json_equals_the_dicts_encoding() -> None:
+    ids = ["plain", 'quo"te', "ünï", "back\\slash", "tab\t", 42]
+    rows: list[Any] = [
+        [("plain", 1, 0.5), ('quo"te', 0, 1e-300), ("ünï", 1, 0.333333343267)],
+        [],
+        [("back\\slash", 0, 1.0)],
+        [("tab\t", 1, float("nan")), (42, 0, 123456.789)],
+    ]
+    bulk = BatchExplanations.from_tuples(rows)
+    assert bulk.json_rows([0, 1, 2, 3]) == [orjson.dumps(explanation_dicts(r)) for r in rows]
+    assert bulk.json_rows([3, 1]) == [orjson.dumps(explanation_dicts(rows[i])) for i in (3, 1)]
+    by_index = BatchExplanations(
+        np.array([[5, 0], [1, 5]]), np.array([[0.75, 0.25], [1.0, 0.0]]), ids, [1, 0, 1, 0, 1, 0]
+    )
+    assert by_index.row(1) == [('quo"te', 0, 1.0), (42, 0, 0.0)]
+    assert by_index.json_rows([0, 1]) == [
+        orjson.dumps(explanation_dicts(by_index.row(j))) for j in (0, 1)
+    ]
+    fragment = orjson.Fragment(by_index.json_rows([1])[0])
+    value = score_value(
+        tx_id="t",
+        card_id="c",
+        score=0.5,
+        decision="review",
+        model_version="v",
+        scored_at=1.0,
+        latency_ms=0.0,
+        explanation=fragment,
+    )
+    listed = dict(value, explanation=explanation_dicts(by_index.row(1)))
+    assert dumps(value) == dumps(listed)
+
+
+class _TuplesOnly:
+    """A scorer with ``score_batch`` only (no explanation arrays), like test wrappers."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.version, self.schema = inner, inner.version, inner.schema
+
+    def score_batch(self, X: np.ndarray) -> Any:
+        return self.inner.score_batch(X)
+
+
+async def test_records_explained_alike_from_arrays_and_from_tuples() -> None:
+    scorer = small_scorer()
+    outputs = []
+    for rig in (make(alert_threshold=0.0, scorer=scorer), make(0.0, scorer=_TuplesOnly(scorer))):
+        await run(rig, [tx_record(i, card=f"c{i % 2}") for i in range(6)])
+        scores = sent(rig, rig.settings.topic_scores)
+        alerts = sent(rig, rig.settings.topic_alerts)
+        outputs.append(
+            [(s["tx_id"], s["score"], s["explanation"]) for s in scores]
+            + [(a["tx_id"], a["reason"], a["explanation"]) for a in alerts]
+        )
+        assert len(scores) == len(alerts) == 6 and all(len(s["explanation"]) for s in scores)
+    assert outputs[0] == outputs[1]
 
 
 # --- the pipeline -------------------------------------------------------------------------

@@ -140,3 +140,21 @@ def load_meta_metrics(directory: Path) -> dict[str, float]:
     import json
 
     return dict(json.loads((directory / "meta.json").read_text())["metrics"])
+
+
+def test_large_batches_are_scored_in_blocks_like_small_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import models.scorer as scorer_module
+
+    net, tr, support, X = parts()
+    scorer = Scorer(net, tr, support, version="v1", top_k=3)
+    one_by_one = [scorer.score_batch_top(X[i : i + 1]) for i in range(len(X))]
+    monkeypatch.setattr(scorer_module, "_BLOCK_BYTES", 4 * len(support) * 50)  # 50-row blocks
+    scores, top, weights = scorer.score_batch_top(X)  # 260 rows: 6 blocks, the last short
+    assert scores.shape == (len(X),) and top.shape == weights.shape == (len(X), 3)
+    np.testing.assert_allclose(scores, [s[0] for s, _, _ in one_by_one], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(weights, [w[0] for _, _, w in one_by_one], rtol=1e-5, atol=1e-7)
+    assert (top == np.array([t[0] for _, t, _ in one_by_one])).mean() > 0.99  # ties aside
+    ref, _ = torch_scores(net, tr, support, X)
+    np.testing.assert_allclose(scores, ref, atol=1e-5)
