@@ -39,19 +39,14 @@ def summarize(collapsed: Path, top: int) -> str:
     """Top frames of a py-spy raw (collapsed) profile, by self and by inclusive samples."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in _lines(collapsed):
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        n = int(count)
-        total += n
-        frames = stack.split(";")
+    samples = _samples(collapsed)
+    total = sum(n for _, n in samples)
+    for frames, n in samples:
         own[_short(frames[-1])] += n
         for frame in {_short(f) for f in frames}:
             inclusive[frame] += n
     lines = [f"{total} samples", "", "by component (% of samples):"]
-    lines += [f"  {share:5.1f}  {name}" for name, share in by_component(collapsed)]
+    lines += [f"  {share:5.1f}  {name}" for name, share in by_component(samples)]
     lines += ["", f"top {top} by self time (% of samples):"]
     lines += [f"  {100 * n / total:5.1f}  {frame}" for frame, n in own.most_common(top)]
     lines += ["", f"top {top} by inclusive time (% of samples; start-up frames left out):"]
@@ -85,18 +80,13 @@ COMPONENTS = (
 )
 
 
-def by_component(collapsed: Path) -> list[tuple[str, float]]:
+def by_component(samples: list[tuple[list[str], int]]) -> list[tuple[str, float]]:
     """Share of the samples per :data:`COMPONENTS` entry (the rest: event loop, Faust)."""
     counts: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in _lines(collapsed):
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        n = int(count)
-        total += n
+    total = sum(n for _, n in samples)
+    for frames, n in samples:
         name = "event loop, Faust/mode, other"
-        for frame in reversed(stack.split(";")):
+        for frame in reversed(frames):
             hit = next((c for c, marks in COMPONENTS if any(m in frame for m in marks)), None)
             if hit is not None:
                 name = hit
@@ -105,9 +95,16 @@ def by_component(collapsed: Path) -> list[tuple[str, float]]:
     return [(name, 100 * n / total) for name, n in counts.most_common()]
 
 
-def _lines(collapsed: Path) -> list[str]:
+def _samples(collapsed: Path) -> list[tuple[list[str], int]]:
+    """``(frames, count)`` per stack of a py-spy raw profile (plain or gzipped)."""
     raw = collapsed.read_bytes()
-    return (gzip.decompress(raw) if collapsed.suffix == ".gz" else raw).decode().splitlines()
+    text = (gzip.decompress(raw) if collapsed.suffix == ".gz" else raw).decode()
+    out = []
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack:
+            out.append((stack.split(";"), int(count)))
+    return out
 
 
 def _short(frame: str) -> str:
@@ -116,7 +113,7 @@ def _short(frame: str) -> str:
     if not where:
         return frame
     path = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/work/main/", str(REPO) + "/"):
+    for marker in ("site-packages/", str(REPO) + "/"):
         if marker in path:
             path = path.split(marker, 1)[1]
     return f"{name} ({path})"
