@@ -167,3 +167,29 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     finally:
         client.flushdb()
         client.close()
+
+
+@pytest.fixture
+def private_kafka(tmp_path: Path) -> Iterator[KafkaBroker]:
+    """A broker of this test only (it may stop and restart it); stopped afterwards."""
+    broker = KafkaBroker(tmp_path / "private-kafka", owned=True)
+    try:
+        _start_or_fail(broker)
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def private_valkey(tmp_path: Path) -> Iterator[EmbeddedValkey]:
+    """A Valkey of this test only (it may stop and restart it); stopped afterwards.
+
+    It saves its data set on shutdown and reloads it on start, as a production Redis with
+    snapshots does, so a stop/start is an outage, not a wipe.
+    """
+    server = EmbeddedValkey(tmp_path / "private-valkey", owned=True, persist=True)
+    try:
+        _start_or_fail(server)
+        yield server
+    finally:
+        server.stop()
