@@ -6,6 +6,13 @@ and :func:`fewshot_config` for the two tuned variants); the saved artifact is
 then trained on the ``history_days`` ending with the handbook's training window
 (2018-07-31 at the ``handbook`` scale; the last day of the data at smaller scales), so
 the handbook test window is never used by the default model.
+
+A worker that starts without history (a new deployment, or the demo's first days) sees
+transactions no steady-state row looks like: every terminal count is 0 for the first
+eight days and card windows are short. Trained on the history window alone, the network
+flagged every such transaction (legit alert rate 100 % in the first week of a fresh world).
+So the first ``cold_start_days`` of the simulation join the training rows, features as
+a fresh stream computes them; :func:`cold_start_alert_rates` measures the effect.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from models.training import (
 )
 
 DEFAULT_HISTORY_DAYS = 56
+DEFAULT_COLD_START_DAYS = 28
 HANDBOOK_TRAIN_END = date(2018, 7, 31)
 
 StageFn = Callable[[str], None]
@@ -69,7 +77,7 @@ def _windows(df: pd.DataFrame, history_days: int) -> tuple[np.ndarray, Any, date
     """Final training mask, validation split, and the last training day."""
     from models.evaluation.protocol import handbook_split
 
-    days = np.asarray(pd.to_datetime(df["ts"]).to_numpy(), dtype="datetime64[D]")
+    days = _days(df)
     last = date.fromisoformat(str(days.max()))
     train_end = HANDBOOK_TRAIN_END if last >= HANDBOOK_TRAIN_END else last
     # validation: the same shape ending 14 days earlier (7-day delay + 7-day test window)
@@ -80,12 +88,71 @@ def _windows(df: pd.DataFrame, history_days: int) -> tuple[np.ndarray, Any, date
     return final, split, train_end
 
 
+def _days(df: pd.DataFrame) -> np.ndarray:
+    return np.asarray(pd.to_datetime(df["ts"]).to_numpy(), dtype="datetime64[D]")
+
+
+def with_cold_start(
+    df: pd.DataFrame, mask: np.ndarray, cold_start_days: int
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Add the world's first ``cold_start_days`` to the training ``mask``.
+
+    Their timestamps are moved to just before the first masked day, so the episodes' time
+    windows (drawn between the first and last training day) stay contiguous instead of
+    mostly falling in the empty months between the two periods. Features are computed
+    beforehand, so they keep the cold values; only the episode and support clocks move.
+
+    >>> ts = pd.to_datetime(["2018-04-01", "2018-04-02", "2018-06-01", "2018-06-02"])
+    >>> df = pd.DataFrame({"ts": ts})
+    >>> moved, m = with_cold_start(df, np.array([False, False, True, True]), 1)
+    >>> m.tolist(), moved["ts"].dt.strftime("%m-%d").tolist()
+    ([True, False, True, True], ['05-31', '04-02', '06-01', '06-02'])
+    """
+    days = _days(df)
+    cold = days < days.min() + np.timedelta64(cold_start_days, "D")
+    cold &= ~mask
+    if not cold.any() or not mask.any():
+        return df, mask
+    shift = days[mask].min() - days[cold].max() - np.timedelta64(1, "D")
+    moved = df.copy()
+    moved.loc[cold, "ts"] = pd.to_datetime(moved.loc[cold, "ts"]) + pd.Timedelta(shift)
+    return moved, mask | cold
+
+
+def cold_start_alert_rates(
+    art: Artifact, *, seed: int = 1, n_customers: int = 1000, threshold: float = 0.8
+) -> dict[str, float]:
+    """Legit alert rate of ``art`` in a fresh world with no history and no labels.
+
+    The share of legit transactions scored at or above ``threshold`` in days 0-6, 7-13
+    and 14-29 of a new ``n_customers`` world (features as a new stream computes them).
+    """
+    from models.datasets import SimulatorConfig, simulate
+    from models.scorer import Scorer
+
+    world = SimulatorConfig(
+        n_customers=n_customers, n_terminals=2 * n_customers, n_days=30, seed=seed
+    )
+    df = simulate(world)
+    no_labels = pd.DataFrame({"tx_id": pd.Series([], dtype=df["tx_id"].dtype), "label": []})
+    x = build_features(df, labels=no_labels).values
+    scores = Scorer.from_artifact(art, top_k=0).score_only(x)
+    day = (_days(df) - _days(df).min()).astype(np.int64)
+    legit = df["is_fraud"].to_numpy() == 0
+    out: dict[str, float] = {}
+    for lo, hi in ((0, 7), (7, 14), (14, 30)):
+        rows = legit & (day >= lo) & (day < hi)
+        out[f"cold_legit_alert_rate_days_{lo}_{hi - 1}"] = float(np.mean(scores[rows] >= threshold))
+    return out
+
+
 def train_default(
     scale: str = "handbook",
     *,
     seed: int = 0,
     n_episodes: int | None = None,
     history_days: int = DEFAULT_HISTORY_DAYS,
+    cold_start_days: int = DEFAULT_COLD_START_DAYS,
     support: SupportConfig | None = None,
     validate: bool = True,
     progress: ProgressFn | None = None,
@@ -118,16 +185,25 @@ def train_default(
     metrics: dict[str, float] = {}
     if validate and split.test.any() and split.train.any():
         say("meta-training on the validation split")
-        val = fit_matching_network(df, features, split.train, config, support, progress)
+        val_df, val_mask = with_cold_start(df, split.train, cold_start_days)
+        val = fit_matching_network(val_df, features, val_mask, config, support, progress)
         scores = score_rows(val, features.values[split.test])
         metrics = validation_metrics(df.loc[split.test], scores)
-    say(f"meta-training the default model ({history_days} days ending {train_end})")
-    art = fit_matching_network(df, features, final_mask, config, support, progress)
+    say(
+        f"meta-training the default model ({history_days} days ending {train_end}"
+        f" + the first {cold_start_days} days, cold)"
+    )
+    train_df, train_mask = with_cold_start(df, final_mask, cold_start_days)
+    art = fit_matching_network(train_df, features, train_mask, config, support, progress)
+    if validate:
+        say("measuring alert rates of a fresh world (no history)")
+        metrics.update(cold_start_alert_rates(art, seed=seed + 1))
     art.meta["metrics"] = {k: float(v) for k, v in metrics.items()}
     art.meta["training_config"]["data"] = {
         "simulator": {"scale": scale, "seed": seed, **SCALES[scale]},
         "train_end": train_end.isoformat(),
         "history_days": history_days,
+        "cold_start_days": cold_start_days,
         "validation": split.describe(df["is_fraud"]) if metrics else None,
     }
     art.meta["notes"] = "riskstream default model (riskstream train)"

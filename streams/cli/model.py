@@ -28,7 +28,13 @@ PROTOCOLS = ("handbook", "fewshot", "transfer")
 
 
 def _train(
-    out: Path, scale: str, seed: int, episodes: int | None, history_days: int, validate: bool
+    out: Path,
+    scale: str,
+    seed: int,
+    episodes: int | None,
+    history_days: int,
+    cold_start_days: int,
+    validate: bool,
 ) -> dict[str, Any]:
     from models.default_model import default_config, train_default
     from models.training import SCALES
@@ -64,6 +70,7 @@ def _train(
             seed=seed,
             n_episodes=episodes,
             history_days=history_days,
+            cold_start_days=cold_start_days,
             validate=validate,
             progress=progress,
             stage=stage,
@@ -88,12 +95,20 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option(help="Meta-training episodes (default: tuned value).")
         ] = None,
         history_days: Annotated[int, typer.Option(help="Days of training history.")] = 56,
+        cold_start_days: Annotated[
+            int,
+            typer.Option(
+                help="First days of the simulation (no card/terminal history yet) also trained on."
+            ),
+        ] = 28,
         validate: Annotated[
             bool, typer.Option(help="Also train on the validation split and record its metrics.")
         ] = True,
     ) -> None:
         """Meta-train the matching network on simulated data and save a scoring artifact."""
-        result = _train(out, scale, seed, episodes, history_days, validate)
+        if history_days < 1 or cold_start_days < 0:
+            raise RiskstreamError("--history-days must be >= 1 and --cold-start-days >= 0")
+        result = _train(out, scale, seed, episodes, history_days, cold_start_days, validate)
         art = result["artifact"]
         table = Table(title=f"model {art.version} → {out}")
         table.add_column("field")
