@@ -34,13 +34,15 @@ def _fmt_time(ts: float) -> str:
 
 
 async def _with_registry(work: Any) -> Any:
-    from streams.adaptation import registry_of
     from streams.redis_conn import REDIS_ERRORS, connect_redis
     from streams.settings import get_settings, safe_url
 
     settings = get_settings()
     redis = connect_redis(settings)
     try:
+        await redis.ping()  # before importing the registry (torch): an outage fails at once
+        from streams.adaptation import registry_of
+
         return await work(settings, registry_of(settings, redis))
     except REDIS_ERRORS as exc:
         raise RiskstreamError(
