@@ -234,9 +234,10 @@ def latency_at(s: Settings, rate: int, seconds: float, seed: int) -> dict[str, f
     """Produce→score percentiles with ``rate`` tx/s for ``seconds`` into a running worker."""
     rows = source(int(rate * seconds), seed=seed)
     rows = [({**tx, "tx_id": f"lat{rate}-{seed}-{tx['tx_id']}"}, None) for tx, _ in rows]
-    stats = asyncio.run(produce_transactions(s, rows, rate=rate, stamp_now=True))
+    stats, raw = asyncio.run(_produce_and_watch(s, rows, rate))
     lat = np.array(asyncio.run(_latencies(s, {tx["tx_id"] for tx, _ in rows})))
     warm = lat[len(lat) // 10 :]  # the first second warms the worker's caches
+    raw_warm = np.array(raw[len(raw) // 10 :] or [np.nan])
     return {
         "achieved_rate": round(stats.rate, 1),
         "n": int(warm.size),
@@ -244,7 +245,47 @@ def latency_at(s: Settings, rate: int, seconds: float, seed: int) -> dict[str, f
         "p95": round(float(np.percentile(warm, 95)), 2),
         "p99": round(float(np.percentile(warm, 99)), 2),
         "max": round(float(warm.max()), 2),
+        # the same records' timestamp → a bare aiokafka consumer has them: the floor that
+        # producer, broker and fetch set on this machine, whatever the worker does
+        "raw_consumer_p50": round(float(np.percentile(raw_warm, 50)), 2),
+        "raw_consumer_p99": round(float(np.percentile(raw_warm, 99)), 2),
     }
+
+
+async def _produce_and_watch(
+    s: Settings, rows: list[tuple[dict[str, Any], int | None]], rate: int
+) -> tuple[Any, list[float]]:
+    """Produce ``rows`` at ``rate`` while a bare consumer (no group) records, per record,
+    the ms from its Kafka timestamp to the moment it got it."""
+    consumer = AIOKafkaConsumer(
+        s.topic_transactions,
+        **kafka_client_kwargs(s),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="latest",
+    )
+    await consumer.start()
+    await consumer.seek_to_end()
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set() or len(lags) < len(rows):
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            now = time.time() * 1000.0
+            for records in batch.values():
+                lags.extend([now - r.timestamp for r in records])
+            if done.is_set() and not batch:
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        stats = await produce_transactions(s, rows, rate=rate, stamp_now=True)
+    finally:
+        done.set()
+        await watcher
+        await consumer.stop()
+    return stats, lags
 
 
 def _latency_figure(runs: list[dict[str, float]], command: str) -> dict[str, Any]:
@@ -378,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             "stream_mode_1_worker": stream,
             "batch_mode_2_workers": two,
             "latency_runs": {str(k): v for k, v in lat.items()},
+            "latency_breakdown_log": BREAKDOWN,
         },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -413,7 +455,15 @@ def latencies(
                 console.print(f"latency at {rate}/s run {r}: {lat[rate][-1]}")
     finally:
         worker.stop()
+        # the worker logs where the time went every 10 s (streams.timing): keep those lines
+        log_text = (root / "latency-worker.log").read_text(errors="replace")
+        BREAKDOWN[:] = [line for line in log_text.splitlines() if "score breakdown" in line]
+        for line in BREAKDOWN:
+            console.print(line[line.index("produce") :], markup=False, highlight=False)
     return lat
+
+
+BREAKDOWN: list[str] = []  # the latency worker's produce→score breakdown log lines
 
 
 def _fig(f: dict[str, Any], fmt: str = "{:,.0f}") -> str:

@@ -77,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--model", type=Path, default=REPO / "artifacts" / "default", help="model artifact folder"
+    )
     args = parser.parse_args(argv)
-    settings = Settings(app_id="inproc", model_path=REPO / "artifacts" / "default")
+    settings = Settings(app_id="inproc", model_path=args.model)
     scorer = load_scorer(settings)
     tune_gc()  # as a worker does once it started
     now = int(time.time() * 1000)

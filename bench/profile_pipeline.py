@@ -125,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--name", default="worker", help="output file stem")
+    parser.add_argument("--model", type=Path, default=None, help="model artifact folder")
+    parser.add_argument(
+        "--paced",
+        type=int,
+        default=0,
+        help="instead of a backlog, send --tx transactions at this many tx/s into the running "
+        "worker (stamped now, as the latency benchmark does) and profile that",
+    )
     parser.add_argument(
         "--code",
         type=Path,
@@ -138,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     collapsed = out_dir / f"{args.name}.collapsed.txt"
     with tempfile.TemporaryDirectory(prefix="rs-prof-") as tmp, services(Path(tmp)) as (k, r):
         root = Path(tmp)
-        model, _ = model_dir(root, None)
+        model, _ = model_dir(root, args.model)
         s = Settings(
             kafka_bootstrap_servers=k,
             redis_url=r,
@@ -148,13 +156,16 @@ def main(argv: list[str] | None = None) -> int:
             web_port=0,
         )
         ensure_topics(s)
-        asyncio.run(produce_transactions(s, source(args.tx)))
+        if not args.paced:
+            asyncio.run(produce_transactions(s, source(args.tx)))
         redis.Redis.from_url(r).flushdb()
         extra = {"PYTHONPATH": str(args.code.resolve())} if args.code else {}
         worker = WorkerProcess(s, root / "worker.log", **extra)
         spy = None
         try:
             worker.wait_ready(timeout=120)
+            if args.paced:
+                return _profile_paced(args, s, worker, collapsed, out_dir)
             started = time.monotonic()
             while worker.metric("riskstream_transactions_scored_total") < 0.1 * args.tx:
                 if time.monotonic() - started > 300:
@@ -184,6 +195,41 @@ def main(argv: list[str] | None = None) -> int:
     text = summarize(collapsed, args.top)
     (out_dir / f"{args.name}.top.txt").write_text(text + "\n")
     packed = collapsed.with_name(collapsed.name + ".gz")  # ~25x smaller, for the repo
+    packed.write_bytes(gzip.compress(collapsed.read_bytes()))
+    collapsed.unlink()
+    print(text)
+    return 0
+
+
+def _profile_paced(
+    args: argparse.Namespace, s: Settings, worker: WorkerProcess, collapsed: Path, out_dir: Path
+) -> int:
+    """Profile the worker while ``args.tx`` transactions arrive at ``args.paced`` tx/s."""
+    rows = [({**tx, "tx_id": f"paced-{tx['tx_id']}"}, None) for tx, _ in source(args.tx)]
+    spy = subprocess.Popen(  # noqa: S603
+        [str(PY_SPY), "record", "--pid", str(worker.pid), "--rate", str(args.rate)]
+        + ["--format", "raw", "--threads", "--nonblocking", "-o", str(collapsed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        cpu0, n0 = _cpu_s(worker.pid), worker.metric("riskstream_transactions_scored_total")
+        asyncio.run(produce_transactions(s, rows, rate=args.paced, stamp_now=True))
+        deadline = time.monotonic() + 60
+        while worker.metric("riskstream_transactions_scored_total") < n0 + args.tx:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        n = worker.metric("riskstream_transactions_scored_total") - n0
+        cpu = _cpu_s(worker.pid) - cpu0
+    finally:
+        spy.send_signal(2)
+        spy.wait(timeout=60)
+    print(f"load average: {os.getloadavg()}")
+    print(f"paced {args.paced} tx/s: {n:.0f} tx scored, {1e6 * cpu / max(n, 1):.1f} us CPU/tx")
+    text = summarize(collapsed, args.top)
+    (out_dir / f"{args.name}.top.txt").write_text(text + "\n")
+    packed = collapsed.with_name(collapsed.name + ".gz")
     packed.write_bytes(gzip.compress(collapsed.read_bytes()))
     collapsed.unlink()
     print(text)

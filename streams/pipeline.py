@@ -25,23 +25,28 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol, cast
 
 import numpy as np
-import orjson
 from aiokafka.errors import KafkaError
 
-from models.features import card_features, day_index, free_feature_values, tx_features
-from models.features.definitions import CARD_WINDOWS_DAYS
+from models.features import card_features, free_feature_values
+from models.features.definitions import (
+    CARD_WINDOWS_DAYS,
+    DAY_SECONDS,
+    NIGHT_END_SECONDS,
+    TERMINAL_WINDOWS_DAYS,
+)
 from streams.alert_dedupe import AlertClaims
 from streams.batch_writer import AlertCandidate, BatchWriter
 from streams.emitter import Emitter, Message
 from streams.metrics import METRICS, RiskstreamMetrics
-from streams.outputs import BatchExplanations, decisions, dumps, score_value
+from streams.outputs import BatchExplanations, decisions, dumps, score_values
 from streams.records import RecordError, Transaction, dead_letter, encode, parse_transaction
 from streams.redis_conn import RedisGuard
 from streams.runtime import ScorerRuntime
-from streams.scored_store import ScoredStore, encode_entry
+from streams.scored_store import ScoredStore, encode_entries
 from streams.settings import Settings
 from streams.tables import CardStates
 from streams.terminal_store import TerminalStore
+from streams.timing import LatencyBreakdown
 
 log = logging.getLogger(__name__)
 Futures = list[asyncio.Future[Any]]
@@ -109,6 +114,8 @@ class ScorePipeline:
         self.redis = redis
         self.guard = guard
         self.metrics = metrics
+        self.timing = LatencyBreakdown()  # where produce→score time goes (logged)
+        self._started = 0.0  # when the micro-batch being processed began (epoch s)
         self.writer = BatchWriter(
             redis=redis,
             guard=guard,
@@ -133,6 +140,7 @@ class ScorePipeline:
         if not records:
             return []
         self.metrics.record_consumed(len(records))
+        self._started = time.time()
         try:
             return await self._process(records)
         except EmitError:
@@ -193,7 +201,11 @@ class ScorePipeline:
     ) -> Futures:
         scorer = self.runtime.for_batch()  # the model is fixed for the whole batch
         schema = scorer.schema
-        pairs = [(tx.terminal_id, day_index(tx.ts)) for tx in txs]
+        ts_all = np.fromiter([tx.ts for tx in txs], dtype=np.float64, count=len(txs))
+        days = np.floor(ts_all / DAY_SECONDS)  # day_index of every transaction at once
+        pairs = list(
+            zip([tx.terminal_id for tx in txs], days.astype(np.int64).tolist(), strict=True)
+        )
         terminals = self.terminals
         missing = terminals.missing(pairs)
         if missing:  # new, or needed on a later event day: wait for them
@@ -203,32 +215,31 @@ class ScorePipeline:
             terminals.refresh_soon(terminals.expired(seen), self.guard)
         terminal = terminals.features(pairs)
 
-        rows: list[list[float]] = []
+        # Per transaction only what depends on the one before it (the card's state);
+        # the rest of the row is assembled column by column for the whole batch.
+        card_rows: list[tuple[float, ...]] = []
+        terminal_rows: list[tuple[float, ...]] = []
         kept: list[int] = []
         learnt: list[tuple[str, int]] = []
-        cards, extra = self.cards, schema.extra_names
-        get, learn, append = cards.get, cards.learn_one, rows.append
+        get, learn = self.cards.get, self.cards.learn_one
+        add_card, add_terminal, keep = card_rows.append, terminal_rows.append, kept.append
         for i, tx in enumerate(txs):
             record = inputs[i]
             try:
                 card_id, ts, amount, pair = tx.card_id, tx.ts, tx.amount, pairs[i]
                 card = card_features(get(card_id), ts, amount)
-                append(
-                    feature_row(card, terminal[pair], tx_features(ts, amount), tx.features, extra)
-                )
                 if learn(card_id, ts, amount, record.partition, record.offset):
                     learnt.append(pair)
             except Exception as exc:
                 dead.append((record, RecordError("scoring_error", f"features: {exc!r}")))
-                del rows[len(kept) :]  # a row appended before the failure is not kept
                 continue
-            kept.append(i)
+            add_card(card)
+            add_terminal(terminal[pair])
+            keep(i)
         self.terminals.add_transactions(learnt)
-        X = np.array(rows, dtype=np.float32).reshape(len(rows), -1)
-        if len(rows) and X.shape[1] != schema.n_features:
-            raise ValueError(
-                f"assembled {X.shape[1]} features, the model takes {schema.n_features}"
-            )
+        X = assemble_rows(
+            [txs[i] for i in kept], ts_all[kept], days[kept], card_rows, terminal_rows, schema
+        )
         started = time.perf_counter()
         scores, why = self._score_rows(scorer, X)
         scoring_s = time.perf_counter() - started
@@ -284,52 +295,68 @@ class ScorePipeline:
         settings = self.settings
         alert_at = settings.alert_threshold
         scored_at = time.time()
-        decided = decisions(scores[rows], review=settings.review_threshold, alert=alert_at)
-        messages: list[Message] = []
-        alerts: list[AlertCandidate] = []
-        entries: dict[str, bytes] = {}
-        latencies: list[float] = []
+        batch_scores = scores[rows]
+        decided = decisions(batch_scores, review=settings.review_threshold, alert=alert_at)
+        out_txs = [txs[kept[j]] for j in rows]
+        out_inputs = [inputs[kept[j]] for j in rows]
         nan = float("nan")
-        score_list = scores.tolist()
-        vectors = np.ascontiguousarray(X, dtype=np.float32)
-        width = vectors.shape[1] * 4 if vectors.ndim == 2 else 0
-        blob = vectors.tobytes()  # one copy; each entry takes its row as a bytes slice
-        explained = why.json_rows(rows)  # the batch's explanation arrays, written in bulk
-        fragment = orjson.Fragment
-        for n, j in enumerate(rows):
-            tx, record = txs[kept[j]], inputs[kept[j]]
-            stamp = record.timestamp
-            latency = scored_at - stamp / 1000.0 if stamp is not None and stamp > 0 else nan
-            latencies.append(latency)
-            s = score_list[j]
-            value = score_value(
-                tx_id=tx.tx_id,
-                card_id=tx.card_id,
-                score=s,
-                decision=decided[n],
-                model_version=version,
-                scored_at=scored_at,
-                latency_ms=round(latency * 1000.0, 3) if latency == latency else 0.0,
-                explanation=fragment(explained[n]),
+        stamps = [record.timestamp for record in out_inputs]
+        latencies = [
+            scored_at - stamp / 1000.0 if stamp is not None and stamp > 0 else nan
+            for stamp in stamps
+        ]
+        score_list = batch_scores.tolist()
+        tx_ids = [tx.tx_id for tx in out_txs]
+        card_ids = [tx.card_id for tx in out_txs]
+        values = score_values(
+            tx_ids=tx_ids,
+            card_ids=card_ids,
+            scores=score_list,
+            decisions=decided,
+            model_version=version,
+            scored_at=scored_at,
+            latencies_ms=[round(x * 1000.0, 3) if x == x else 0.0 for x in latencies],
+            explanations=why.json_rows(rows),  # the batch's explanation arrays, in bulk
+        )
+        messages: list[Message] = list(
+            zip(
+                [record.partition for record in out_inputs],
+                [tx_id.encode() for tx_id in tx_ids],
+                [dumps(value) for value in values],
+                strict=True,
             )
-            messages.append((record.partition, tx.tx_id.encode(), dumps(value)))
-            if s >= alert_at:
-                alerts.append((record.partition, tx.tx_id, tx.amount, value, why.row(j)))
-            entries[tx.tx_id] = encode_entry(
-                blob[j * width : (j + 1) * width],
-                terminal_id=tx.terminal_id,
-                ts=tx.ts,
-                card_id=tx.card_id,
-                model_version=version,
-                score=s,
+        )
+        alerts: list[AlertCandidate] = [
+            (out_inputs[n].partition, tx_ids[n], out_txs[n].amount, values[n], why.row(rows[n]))
+            for n in np.flatnonzero(batch_scores >= alert_at).tolist()
+        ]
+        entries = dict(
+            zip(
+                tx_ids,
+                encode_entries(
+                    X[rows],
+                    terminal_ids=[tx.terminal_id for tx in out_txs],
+                    ts=[tx.ts for tx in out_txs],
+                    card_ids=card_ids,
+                    model_version=version,
+                    scores=score_list,
+                ),
+                strict=True,
             )
+        )
         futures = await self._send(settings.topic_scores, messages)
         self.scored.add(entries, scored_at)
         # Redis round trip and alerts in the background; the batch is acked after them
         futures.append(self.writer.submit(alerts))
+        self.timing.add(
+            np.array([0 if stamp is None else stamp for stamp in stamps], dtype=np.float64),
+            started=self._started,
+            scored=scored_at,
+        )
+        self.timing.maybe_log()
         counts = {d: decided.count(d) for d in ("allow", "review", "block")}
         self.metrics.record_scored_batch(
-            scores=scores[rows],
+            scores=batch_scores,
             latencies_s=latencies,
             scoring_seconds=scoring_s,
             decisions=counts,
@@ -360,6 +387,55 @@ class ScorePipeline:
 
 
 N_CARD_WINDOW = 2 * len(CARD_WINDOWS_DAYS)
+N_CARD = N_CARD_WINDOW + 2  # the windows, then time since the last tx and amount / mean
+N_TERMINAL = 2 * len(TERMINAL_WINDOWS_DAYS)
+
+
+def assemble_rows(
+    txs: Sequence[Transaction],
+    ts: np.ndarray,
+    days: np.ndarray,
+    card_rows: Sequence[Sequence[float]],
+    terminal_rows: Sequence[Sequence[float]],
+    schema: Any,
+) -> np.ndarray:
+    """The float32 feature matrix of a batch, in :func:`feature_row`'s layout.
+
+    ``ts`` and ``days`` (``floor(ts / 86400)``) are the transactions' times as arrays:
+    the time features are computed for the whole batch with the float64 arithmetic of
+    :func:`models.features.tx_features` (so the same values); card and terminal
+    features are copied in as two blocks. A unit test holds each row equal to
+    :func:`feature_row`.
+
+    >>> from types import SimpleNamespace as NS
+    >>> from models.features import FeatureSchema
+    >>> schema = FeatureSchema()
+    >>> tx = NS(amount=3.0, features={})
+    >>> X = assemble_rows([tx], np.array([0.0]), np.array([0.0]), [[1.0] * 8], [[2.0] * 6],
+    ...                   schema)
+    >>> X.shape, X[0, :4].tolist()
+    ((1, 17), [3.0, 0.0, 1.0, 1.0])
+    """
+    extra = schema.extra_names
+    width = 3 + N_CARD + N_TERMINAL + len(extra)
+    if width != schema.n_features:
+        raise ValueError(f"assembled {width} features, the model takes {schema.n_features}")
+    n = len(txs)
+    X = np.empty((n, width), dtype=np.float32)
+    if not n:
+        return X
+    X[:, 0] = np.fromiter([tx.amount for tx in txs], dtype=np.float64, count=n)
+    X[:, 1] = (days + 3) % 7 >= 5  # weekend: Monday = 0, day 0 was a Thursday
+    X[:, 2] = ts - days * DAY_SECONDS < NIGHT_END_SECONDS
+    card = np.array(card_rows, dtype=np.float64).reshape(n, N_CARD)
+    X[:, 3 : 3 + N_CARD_WINDOW] = card[:, :N_CARD_WINDOW]
+    at = 3 + N_CARD_WINDOW
+    X[:, at : at + N_TERMINAL] = np.array(terminal_rows, dtype=np.float64).reshape(n, N_TERMINAL)
+    at += N_TERMINAL
+    X[:, at : at + 2] = card[:, N_CARD_WINDOW:]
+    if extra:
+        X[:, at + 2 :] = [free_feature_values(tx.features, extra) for tx in txs]
+    return X
 
 
 def feature_row(

@@ -63,6 +63,38 @@ def encode_entry(
     return header + b"\n" + vector
 
 
+def encode_entries(
+    vectors: np.ndarray,
+    *,
+    terminal_ids: Sequence[str],
+    ts: Sequence[float],
+    card_ids: Sequence[str],
+    model_version: str,
+    scores: Sequence[float],
+) -> list[bytes]:
+    """:func:`encode_entry` of each row of the float32 matrix ``vectors``, for a batch.
+
+    >>> X = np.array([[1.0, 0.5], [2.0, 0.0]], dtype=np.float32)
+    >>> out = encode_entries(X, terminal_ids=["m1", "m2"], ts=[1.0, 2.0],
+    ...                      card_ids=["c1", "c2"], model_version="v1", scores=[0.1, 0.2])
+    >>> out[1] == encode_entry(X[1], terminal_id="m2", ts=2.0, card_id="c2",
+    ...                        model_version="v1", score=0.2)
+    True
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    width = vectors.shape[1] * 4 if vectors.ndim == 2 else 0
+    blob = vectors.tobytes()  # one copy; each entry takes its row as a bytes slice
+    dumps = orjson.dumps
+    return [
+        dumps([terminal_id, t, card_id, model_version, score])
+        + b"\n"
+        + blob[i * width : (i + 1) * width]
+        for i, (terminal_id, t, card_id, score) in enumerate(
+            zip(terminal_ids, ts, card_ids, scores, strict=True)
+        )
+    ]
+
+
 def decode_entry(raw: bytes) -> dict[str, Any]:
     """Inverse of :func:`encode_entry`: ``x`` (floats), ``terminal_id``, ``ts``, ...
 

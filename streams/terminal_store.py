@@ -47,6 +47,10 @@ from streams.resp import CommandBatch, command_batch, pairs
 Counts = tuple[dict[int, int], dict[int, int]]
 TerminalDay = tuple[str, int]
 
+#: Terminals per background refresh round trip: parsing a chunk's replies holds the event
+#: loop (~20 µs per terminal), so a small chunk keeps the batches' latency low.
+REFRESH_CHUNK = 250
+
 #: Days of counts kept per terminal: the longest window ends 8 days back and spans 30.
 RETENTION_DAYS = LABEL_DELAY_DAYS + 1 + 30 + 2
 
@@ -189,13 +193,25 @@ class TerminalCounts:
 
     def features(self, day: int) -> tuple[float, ...]:
         """``(count_1d, risk_1d, count_7d, risk_7d, count_30d, risk_30d)`` on ``day``."""
-        tx, fraud = self._tx.through, self._fraud.through
         last = day - LABEL_DELAY_DAYS - 1  # every window ends here (terminal_window_days)
-        n_last, f_last = tx(last), fraud(last)
+        # _Cumulative.through, inlined: a replay computes this for nearly every transaction
+        tx, fraud = self._tx, self._fraud
+        t_totals, t_first, t_top = tx.totals, tx.first, len(tx.totals) - 1
+        f_totals, f_first, f_top = fraud.totals, fraud.first, len(fraud.totals) - 1
+        i = last - t_first
+        n_last = (t_totals[i if i < t_top else t_top] if i >= 0 else 0) if t_top >= 0 else 0
+        i = last - f_first
+        f_last = (f_totals[i if i < f_top else f_top] if i >= 0 else 0) if f_top >= 0 else 0
         out: list[float] = []
         for w in TERMINAL_WINDOWS_DAYS:
-            n = n_last - tx(last - w)
-            f = f_last - fraud(last - w)
+            i = last - w - t_first
+            n = n_last - (
+                (t_totals[i if i < t_top else t_top] if i >= 0 else 0) if t_top >= 0 else 0
+            )
+            i = last - w - f_first
+            f = f_last - (
+                (f_totals[i if i < f_top else f_top] if i >= 0 else 0) if f_top >= 0 else 0
+            )
             out.append(float(n))
             out.append(f / n if n else 0.0)
         return tuple(out)
@@ -216,6 +232,16 @@ class TerminalCounts:
                 cumulative.first, cumulative.totals = rebuilt.first, rebuilt.totals
             else:
                 cumulative.set_days(first_day, counts)
+
+    def ends_before(self, day: int) -> bool:
+        """Whether no count is held for ``day`` or later (zeros there change nothing).
+
+        >>> c = TerminalCounts({92: 4}, {90: 1})
+        >>> c.ends_before(93), c.ends_before(92), TerminalCounts({}, {}).ends_before(0)
+        (True, False, True)
+        """
+        tx, fraud = self._tx, self._fraud
+        return day - tx.first >= len(tx.totals) and day - fraud.first >= len(fraud.totals)
 
     def prune(self, oldest: int) -> None:
         """Forget the days before ``oldest`` (no window reads them any more)."""
@@ -324,7 +350,7 @@ class TerminalStore:
 
     async def _refresh(self, guard: RedisGuard) -> None:
         while self._to_refresh and guard.available():
-            chunk = list(itertools.islice(self._to_refresh, 2000))
+            chunk = list(itertools.islice(self._to_refresh, REFRESH_CHUNK))
             self._to_refresh.difference_update(chunk)
             await guard.attempt(lambda chunk=chunk: self.fetch(chunk, full=True))  # type: ignore[misc]
 
@@ -381,6 +407,12 @@ class TerminalStore:
             # ``current`` may be a refresh that finished meanwhile (never older than the
             # counts these days were asked for): the days fetched cover all it lacks
             counts = current.counts
+            if not any(values) and counts.ends_before(first):
+                # no transaction and no fraud on days after all the cached ones (a quiet
+                # terminal in a replay, most of them): the counts and every feature
+                # computed from them stay as they are, only their event day moves
+                self._counts[terminal] = current._replace(day=day)
+                continue
             counts.set_days(first, values[0::2], values[1::2])
             if len(counts._tx.totals) > 2 * RETENTION_DAYS:  # a long replay: keep it bounded
                 counts.prune(day - RETENTION_DAYS)
@@ -422,15 +454,16 @@ class TerminalStore:
         """
         out: dict[TerminalDay, tuple[float, ...]] = {}
         cache, counts_of = self._features, self._counts
-        for pair in dict.fromkeys(pairs):  # each pair once, in order
-            hit = cache.get(pair)
+        for pair in pairs:
+            if pair in out:
+                continue
             entry = counts_of.get(pair[0])
             version = entry.version if entry is not None else 0
+            hit = cache.get(pair)
             if hit is not None and hit[0] == version:
                 out[pair] = hit[1]
                 continue
-            counts = entry.counts if entry is not None else _NO_COUNTS
-            feats = counts.features(pair[1])
+            feats = (entry.counts if entry is not None else _NO_COUNTS).features(pair[1])
             cache[pair] = (version, feats)
             out[pair] = feats
         return out

@@ -517,3 +517,23 @@ async def test_batch_consumer_skips_records_it_already_took_after_a_seek_back() 
     again = first + [RawRecord("transactions", 0, 12, None, b"c", b"{}")]
     assert [r.offset for r in await consumer._accept(tp, again)] == [12]
     assert gaps == [(10, 11)]  # skipped offsets (e.g. control records) stay committable
+
+
+def test_worker_consumer_fetches_with_a_short_long_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust creates the worker's aiokafka consumer with a 1.5 s fetch wait; the batch
+    consumer's thread shortens it (records arriving during an idle fetch waited for it)."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    from streams.consumer import FETCH_MAX_WAIT_MS, BatchConsumerThread
+
+    made = SimpleNamespace(_fetch_max_wait_ms=1500)  # what Faust's own method returns
+    monkeypatch.setattr(AIOKafkaConsumerThread, "_create_worker_consumer", lambda *_: made)
+    thread = object.__new__(BatchConsumerThread)
+    assert thread._create_worker_consumer(None) is made
+    assert made._fetch_max_wait_ms == FETCH_MAX_WAIT_MS <= 50
+    assert BatchConsumer._new_consumer_thread.__qualname__.startswith("BatchConsumer.")
+    # aiokafka's consumer hands this attribute to its Fetcher when it starts (pinned 0.14)
+    import aiokafka
+
+    source = inspect.getsource(aiokafka.AIOKafkaConsumer.start)
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in source

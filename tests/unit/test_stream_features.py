@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +17,7 @@ from models.features import (
     terminal_features,
     tx_features,
 )
-from streams.pipeline import feature_row
+from streams.pipeline import assemble_rows, feature_row
 from streams.resp import pack_command, pairs
 from streams.terminal_store import TerminalCounts, TerminalDay, TerminalStore, parse_counts
 
@@ -57,6 +59,42 @@ def test_feature_row_equals_assemble_vector(
     expected = assemble_vector(card, term, tx_features(ts, amount), free, schema)
     row = feature_row(card, term, tx_features(ts, amount), free, schema.extra_names)
     np.testing.assert_array_equal(np.array([row], dtype=np.float32)[0], expected)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=4e9),  # any time of any day
+            st.floats(min_value=0, max_value=1e6),
+            st.lists(st.floats(-1e9, 1e9), min_size=8, max_size=8),
+            st.lists(st.floats(0, 1e4), min_size=6, max_size=6),
+            st.dictionaries(st.sampled_from(["a", "b"]), st.floats(-1e6, 1e6), max_size=2),
+        ),
+        max_size=20,
+    ),
+    extras=st.sampled_from([(), ("b", "z")]),
+)
+def test_assemble_rows_equals_feature_row(
+    rows: list[tuple[float, float, list[float], list[float], dict[str, float]]],
+    extras: tuple[str, ...],
+) -> None:
+    """The batch's feature matrix, built column by column, equals its rows built one by
+    one (time features included: the same float64 arithmetic as ``tx_features``)."""
+    from types import SimpleNamespace
+
+    schema = FeatureSchema.with_extras(extras)
+    txs = [SimpleNamespace(amount=amount, features=free) for _, amount, _, _, free in rows]
+    ts = np.array([r[0] for r in rows], dtype=np.float64)
+    X = assemble_rows(
+        txs, ts, np.floor(ts / 86_400), [r[2] for r in rows], [r[3] for r in rows], schema
+    )
+    expected = [
+        feature_row(card, term, tx_features(t, amount), free, schema.extra_names)
+        for t, amount, card, term, free in rows
+    ]
+    assert X.shape == (len(rows), schema.n_features)
+    np.testing.assert_array_equal(X, np.array(expected, dtype=np.float32).reshape(X.shape))
 
 
 def test_resp_packing_and_flat_replies() -> None:
@@ -105,6 +143,32 @@ async def test_terminal_cache_follows_event_time_not_the_wall_clock() -> None:
     assert late[4] > 0  # 30-day window ending 8 days back saw the replayed transactions
     m3_days = sum(1 for day in range(first, first + 40) if day % 3 == 0)
     assert fetched == 40 * 2 + m3_days  # once per terminal and event day it appears on
+
+
+async def test_quiet_terminal_days_keep_the_cached_counts(monkeypatch: Any) -> None:
+    """A terminal that had no transaction on the days a refetch brings (the usual case
+    in a replay: ~0.5 tx per terminal and day) keeps its counts as they were, without
+    patching them; the features still equal those of Redis' counts on every day."""
+    redis = FakeRedis()
+    store = TerminalStore(redis, prefix="u:", cache_ttl_s=30.0)
+    first = 17_000
+    seen = {0, 2, 4, 13, 14, 15, 30, 31, 45, 47}  # days the quiet terminal q1 appears
+    batches = [
+        [("m1", day)] + ([("q1", day)] if day - first in seen else [])
+        for day in range(first, first + 50)
+    ]
+    patched: list[str] = []
+    original = TerminalCounts.set_days
+
+    def spy(self: TerminalCounts, first_day: int, tx: list[int], fraud: list[int]) -> None:
+        patched.append("q1" if self is store._counts["q1"].counts else "other")
+        original(self, first_day, tx, fraud)
+
+    monkeypatch.setattr(TerminalCounts, "set_days", spy)
+    fetched = await _replay(store, redis, batches)
+    assert fetched == 50 + len(seen)
+    # q1 was refetched 9 times; only the fetches bringing one of its days patched it
+    assert 0 < patched.count("q1") < len(seen) - 1
 
 
 async def test_terminal_cache_ttl_zero_fetches_every_batch() -> None:
