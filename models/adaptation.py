@@ -8,6 +8,9 @@
   then ``θ + ε(θ' − θ)``.
 * :class:`TransferFineTune`: Adam fine-tuning of a model pretrained on a source domain
   (see :func:`models.meta_train.pretrain_source`) on the target's few labels.
+* :class:`PatternHeadStrategy`: support refresh, plus a linear score of the newest fraud
+  group against recent *unlabelled* traffic, combined with the network's score through
+  their tails on that traffic (:mod:`models.pattern_head`); same weights.
 
 Inputs are standardized features (``FeatureTransform.transform``); the model passed in is
 never modified.
@@ -27,6 +30,7 @@ from torch import Tensor
 
 from models.episodes import inner_loop, support_loss
 from models.matching import FewShotModel
+from models.pattern_head import PSEUDO_CASE_RATIO, PatternHead, fit_pattern_head
 
 
 def _tensor(a: np.ndarray | Tensor) -> Tensor:
@@ -37,6 +41,14 @@ def _group(group: np.ndarray | Tensor | None) -> Tensor | None:
     if group is None:
         return None
     return group if isinstance(group, Tensor) else torch.as_tensor(np.asarray(group, np.int64))
+
+
+def _newest_frauds(sy: Tensor, group: Tensor | None) -> Tensor:
+    """Mask of the fraud cases of the newest group (every fraud without groups)."""
+    fraud = sy > 0.5
+    if group is None or not bool(fraud.any()):
+        return fraud
+    return fraud & (group == group[fraud].max())
 
 
 def _task(sx: Tensor, sy: Tensor, group: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -272,11 +284,92 @@ class TransferFineTune(AdaptationStrategy):
         return AdaptedModel(work, sx, sy, info, _group(support_group))
 
 
+@dataclass
+class PatternAdaptedModel(AdaptedModel):
+    """An :class:`AdaptedModel` whose scores go through a :class:`PatternHead`."""
+
+    head: PatternHead | None = None
+
+    def predict_proba(self, x: np.ndarray | Tensor, batch_size: int = 8192) -> np.ndarray:
+        """The head's combined ``p(fraud)`` (the network's alone without a head)."""
+        base = super().predict_proba(x, batch_size)
+        if self.head is None:
+            return base
+        z = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+        return self.head.score(z, base).astype(np.float32)
+
+
+@dataclass
+class PatternHeadStrategy(AdaptationStrategy):
+    """Support refresh plus a pattern head fitted against recent unlabelled ``traffic``.
+
+    ``traffic`` (standardized, ``[T, F]``, T >= 20) is what the stream scored lately: about
+    99 % legit, so it stands in for the negatives ten labelled cases lack. The newest fraud
+    group of the support is the new pattern. ``pseudo_cases`` is capped at one traffic row
+    in ``PSEUDO_CASE_RATIO`` (50 of 20,000), so a small sample does not turn into legit
+    pseudo-cases.
+    ``steps`` is ignored: no weight changes.
+
+    >>> from models.encoder import Encoder
+    >>> from models.matching import MatchingNetwork
+    >>> rng = np.random.default_rng(0)
+    >>> net = MatchingNetwork(Encoder(3, hidden=(4,), emb_dim=2))
+    >>> traffic = rng.normal(size=(400, 3)).astype(np.float32)
+    >>> sx = np.concatenate([traffic[:20], rng.normal(3.0, 1.0, size=(5, 3))])
+    >>> sy = np.r_[np.zeros(20), np.ones(5)]
+    >>> am = PatternHeadStrategy(traffic=traffic).adapt(net, sx, sy, steps=0, seed=0)
+    >>> am.predict_proba(traffic[:4]).shape, am.info["pattern_cases"]
+    ((4,), 5)
+    """
+
+    traffic: np.ndarray | None = None
+    c: float = 1.0
+    pattern_weight: float = 1.0
+    pseudo_cases: int = 50
+    name = "pattern_head"
+
+    def adapt(
+        self,
+        model: FewShotModel,
+        support_x: np.ndarray | Tensor,
+        support_y: np.ndarray | Tensor,
+        *,
+        steps: int = 0,
+        seed: int = 0,
+        support_group: np.ndarray | Tensor | None = None,
+    ) -> AdaptedModel:
+        """Refresh the support, then fit the head on the newest group vs the traffic."""
+        if self.traffic is None or len(self.traffic) < 20:
+            raise ValueError("pattern_head needs at least 20 rows of recent traffic")
+        refreshed = RefreshSupport().adapt(model, support_x, support_y, support_group=support_group)
+        sx, sy, group = refreshed.support_x, refreshed.support_y, refreshed.support_group
+        cases = sx[_newest_frauds(sy, group)].numpy()
+        traffic = np.asarray(self.traffic, dtype=np.float32)
+        pseudo = min(self.pseudo_cases, len(traffic) // PSEUDO_CASE_RATIO)
+        head = fit_pattern_head(
+            cases,
+            traffic,
+            refreshed.predict_proba(traffic),
+            c=self.c,
+            pattern_weight=self.pattern_weight,
+            pseudo_cases=pseudo,
+            seed=seed,
+        )
+        info = {
+            "strategy": self.name,
+            "pattern_cases": len(cases),
+            "traffic_rows": len(traffic),
+            "pseudo_cases": pseudo,
+        }
+        return PatternAdaptedModel(model, sx, sy, info, group, head=head)
+
+
 STRATEGIES: dict[str, type[AdaptationStrategy]] = {
     "refresh_support": RefreshSupport,
     "fomaml": FirstOrderMAML,
     "reptile": Reptile,
     "transfer_finetune": TransferFineTune,
+    "pattern_head": PatternHeadStrategy,
 }
 
 

@@ -10,6 +10,10 @@ Loading checks, each failing with an :class:`ArtifactError` that says what is wr
 the bytes are safetensors (not pickle / a torch zip), the sha256, every tensor's dtype
 (float32) and shape against the model rebuilt from the metadata, finite values, and a
 consistent support set and feature schema.
+
+An adapted artifact may also carry a *pattern head* (:mod:`models.pattern_head`): the
+``pattern.*`` arrays, float64 because its tail tables must stay strictly monotone. They
+are checked like the rest (names, shapes, finite values, monotone tables).
 """
 
 from __future__ import annotations
@@ -31,12 +35,21 @@ from models.features.definitions import FeatureSchema
 from models.features.transform import FeatureTransform
 from models.heads import model_from_config
 from models.matching import FewShotModel
+from models.pattern_head import PatternHead
 
 FORMAT = "riskstream-model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "meta.json"
 _META_KEY = "riskstream"
+#: The arrays of a pattern head (:meth:`models.pattern_head.PatternHead.to_arrays`).
+PATTERN_KEYS = (
+    "pattern.weight",
+    "pattern.bias_w",
+    "pattern.base_tail",
+    "pattern.pattern_tail",
+    "pattern.combined_tail",
+)
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".joblib", ".npy"}
 
 
@@ -105,6 +118,7 @@ class Artifact:
     transform: FeatureTransform
     support: SupportSet
     meta: dict[str, Any]
+    pattern_head: PatternHead | None = None
 
     @classmethod
     def build(
@@ -113,17 +127,23 @@ class Artifact:
         transform: FeatureTransform,
         support: SupportSet,
         meta: dict[str, Any],
+        pattern_head: PatternHead | None = None,
     ) -> Artifact:
         """An in-memory artifact with complete metadata (version, schema, config...)."""
-        return cls(model, transform, support, _full_meta(model, transform, support, meta))
+        full = _full_meta(model, transform, support, meta)
+        return cls(model, transform, support, full, pattern_head)
 
     def save(self, directory: str | Path) -> Path:
         """:func:`save_artifact` of this artifact."""
-        return save_artifact(self.model, self.transform, self.support, self.meta, directory)
+        return save_artifact(
+            self.model, self.transform, self.support, self.meta, directory, self.pattern_head
+        )
 
     def to_bytes(self) -> bytes:
         """:func:`weights_to_bytes` of this artifact."""
-        return weights_to_bytes(self.model, self.transform, self.support, self.meta)
+        return weights_to_bytes(
+            self.model, self.transform, self.support, self.meta, self.pattern_head
+        )
 
     @property
     def version(self) -> str:
@@ -140,12 +160,17 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _tensors(model: FewShotModel, support: SupportSet) -> dict[str, np.ndarray]:
+def _tensors(
+    model: FewShotModel, support: SupportSet, head: PatternHead | None = None
+) -> dict[str, np.ndarray]:
     out = {f"model.{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     out["support.x"] = support.x
     out["support.y"] = support.y
     out["support.group"] = support.group
-    return {k: np.array(v, dtype=np.float32, order="C") for k, v in out.items()}
+    tensors = {k: np.array(v, dtype=np.float32, order="C") for k, v in out.items()}
+    if head is not None:
+        tensors |= {k: np.array(v, np.float64, order="C") for k, v in head.to_arrays().items()}
+    return tensors
 
 
 def _full_meta(
@@ -175,11 +200,16 @@ def _full_meta(
 
 
 def weights_to_bytes(
-    model: FewShotModel, transform: FeatureTransform, support: SupportSet, meta: dict[str, Any]
+    model: FewShotModel,
+    transform: FeatureTransform,
+    support: SupportSet,
+    meta: dict[str, Any],
+    pattern_head: PatternHead | None = None,
 ) -> bytes:
     """The artifact as one safetensors blob (metadata in its header), e.g. for Redis."""
     full = _full_meta(model, transform, support, meta)
-    return bytes(st_save(_tensors(model, support), metadata={_META_KEY: json.dumps(full)}))
+    tensors = _tensors(model, support, pattern_head)
+    return bytes(st_save(tensors, metadata={_META_KEY: json.dumps(full)}))
 
 
 def sha256_hex(data: bytes) -> str:
@@ -197,11 +227,12 @@ def save_artifact(
     support: SupportSet,
     meta: dict[str, Any],
     directory: str | Path,
+    pattern_head: PatternHead | None = None,
 ) -> Path:
     """Write ``weights.safetensors`` + ``meta.json`` into ``directory``; returns it."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    blob = weights_to_bytes(model, transform, support, meta)
+    blob = weights_to_bytes(model, transform, support, meta, pattern_head)
     (directory / WEIGHTS_FILE).write_bytes(blob)
     full = _header_meta(blob)
     full["sha256"] = sha256_hex(blob)
@@ -241,8 +272,10 @@ def weights_from_bytes(data: bytes, expected_sha256: str | None = None) -> Artif
 
 def _assemble(tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> Artifact:
     for name, arr in tensors.items():
-        if arr.dtype != np.float32:
-            raise ArtifactError(f"tensor {name!r} has dtype {arr.dtype}, expected float32")
+        wanted = np.float64 if name in PATTERN_KEYS else np.float32
+        if arr.dtype != wanted:
+            kind = wanted.__name__
+            raise ArtifactError(f"tensor {name!r} has dtype {arr.dtype}, expected {kind}")
         if not np.isfinite(arr).all():
             raise ArtifactError(f"tensor {name!r} has non-finite values (NaN or inf)")
     try:
@@ -256,6 +289,9 @@ def _assemble(tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> Artifact:
     expected["support.x"] = (s, schema.n_features)
     expected["support.y"] = (s,)
     expected["support.group"] = (s,)
+    head = _pattern_head(tensors, schema.n_features)
+    if head is not None:
+        expected |= {k: tuple(tensors[k].shape) for k in PATTERN_KEYS}
     if set(tensors) != set(expected):
         missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
         raise ArtifactError(f"tensor names differ from the model: missing {missing}, extra {extra}")
@@ -282,7 +318,28 @@ def _assemble(tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> Artifact:
         )
     except ValueError as exc:
         raise ArtifactError(f"bad support set: {exc}") from None
-    return Artifact(model=model, transform=transform, support=support, meta=meta)
+    return Artifact(model, transform, support, meta, head)
+
+
+def _pattern_head(tensors: dict[str, np.ndarray], n_features: int) -> PatternHead | None:
+    """The pattern head of an artifact's tensors, or None; all its arrays or none."""
+    present = [k for k in PATTERN_KEYS if k in tensors]
+    if not present:
+        return None
+    if len(present) != len(PATTERN_KEYS):
+        missing = sorted(set(PATTERN_KEYS) - set(present))
+        raise ArtifactError(f"incomplete pattern head: missing {missing}")
+    arrays = {k: tensors[k] for k in PATTERN_KEYS}
+    if arrays["pattern.weight"].shape != (n_features,) or arrays["pattern.bias_w"].shape != (2,):
+        raise ArtifactError("bad pattern head: weight or bias has the wrong shape")
+    for name in PATTERN_KEYS[2:]:
+        table = arrays[name]
+        if table.ndim != 2 or table.shape[0] != 2 or table.shape[1] < 2:
+            raise ArtifactError(f"bad pattern head: {name} is not a [2, K>=2] table")
+        # a tail table maps scores to tail probabilities: both strictly monotone
+        if not (np.all(np.diff(table[0]) > 0) and np.all(np.diff(table[1]) < 0)):
+            raise ArtifactError(f"bad pattern head: {name} is not strictly monotone")
+    return PatternHead.from_arrays(arrays)
 
 
 def load_artifact(source: str | Path | bytes, expected_sha256: str | None = None) -> Artifact:

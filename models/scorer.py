@@ -3,6 +3,9 @@
 Scoring a batch is: standardize, run the exported MLP, one matrix product against the
 cached support embeddings, a softmax and its weighted label sum. The top-weighted support
 cases are the explanation. Support embeddings are computed once per support change.
+
+An adapted artifact may carry a pattern head (:mod:`models.pattern_head`); its combined
+score then replaces the network's score, and explanations stay the network's attention.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from models.encoder import numpy_embed
 from models.features.definitions import FeatureSchema
 from models.features.transform import FeatureTransform
 from models.matching import MatchingNetwork, class_log_prior
+from models.pattern_head import PatternHead
 
 Explanation = list[tuple[str, int, float]]
 
@@ -53,6 +57,7 @@ class Scorer:
         version: str = "unversioned",
         top_k: int = 3,
         schema: FeatureSchema | None = None,
+        pattern_head: PatternHead | None = None,
     ) -> None:
         if not isinstance(model, MatchingNetwork):
             raise ArtifactError(f"the stream scorer needs a matching network, got {model.kind}")
@@ -72,6 +77,7 @@ class Scorer:
         self._y = support.y.astype(np.float32)
         self._ids = support.case_ids
         self._labels = support.y.astype(int).tolist()
+        self.pattern_head = pattern_head
         self._embed_support()
 
     @classmethod
@@ -93,6 +99,7 @@ class Scorer:
             version=art.version,
             top_k=top_k,
             schema=art.schema,
+            pattern_head=art.pattern_head,
         )
 
     def _embed_support(self) -> None:
@@ -130,7 +137,8 @@ class Scorer:
 
         ``group`` tags fraud patterns (e.g. 0 = base support, 1 = newly labelled cases):
         each fraud group then counts as its own class and the score is the highest
-        group's, so a few new cases are not outweighed by many older ones.
+        group's, so a few new cases are not outweighed by many older ones. A pattern head
+        is not carried over: it was calibrated on the old support's scores.
         """
         support = SupportSet.build(x, y, case_ids, group)
         return Scorer(
@@ -143,7 +151,9 @@ class Scorer:
         )
 
     def _query_embeddings(self, features: np.ndarray) -> np.ndarray:
-        z = self.transform.transform(features)
+        return self._embed_standardized(self.transform.transform(features))
+
+    def _embed_standardized(self, z: np.ndarray) -> np.ndarray:
         if not self._fce:
             return numpy_embed(self._layers, z)
         with torch.no_grad():
@@ -160,7 +170,30 @@ class Scorer:
         logits = self._logits(features)
         logits -= logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
+        return self._with_head(features, self._probability(logits)[0])
+
+    def score_standardized(self, z: np.ndarray) -> np.ndarray:
+        """The network's ``p(fraud)`` of already standardized rows, never a pattern head's
+        (what a head is fitted and calibrated on)."""
+        z = np.asarray(z, dtype=np.float32)
+        block = max(32, _BLOCK_BYTES // (4 * len(self._ids)))
+        if z.shape[0] > block:  # see _BLOCK_BYTES
+            return np.concatenate(
+                [self.score_standardized(z[i : i + block]) for i in range(0, z.shape[0], block)]
+            )
+        logits = self._embed_standardized(z) @ self._g_over_tau
+        if self._bias is not None:
+            logits += self._bias
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
         return self._probability(logits)[0]
+
+    def _with_head(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """The pattern head's combined score when the artifact has one, else ``scores``."""
+        if self.pattern_head is None or len(scores) == 0:
+            return scores
+        z = self.transform.transform(np.asarray(features, dtype=np.float32))
+        return self.pattern_head.score(z, scores).astype(scores.dtype)
 
     def _probability(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores from unnormalized attention ``weights`` (and the row totals)."""
@@ -218,6 +251,7 @@ class Scorer:
         logits -= logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
         scores, total = self._probability(logits)
+        scores = self._with_head(features, scores)
         if k == 0:
             empty = np.zeros((len(scores), 0))
             return scores, empty.astype(np.intp), empty

@@ -50,7 +50,9 @@ from streams.model_verification import verify_update
 from streams.records import ModelUpdate
 from streams.redis_conn import REDIS_ERRORS
 from streams.redis_lock import RedisLock
+from streams.scored_store import ScoredStore
 from streams.settings import Settings, safe_url
+from streams.traffic_sample import recent_traffic
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +200,18 @@ class AdaptationService:
             base_update = await self.registry.get_update(base_version)
             base_art = await self._artifact(base_update) if base_update else current_art
         strategy, steps = self.settings.adapt_strategy, self.settings.adapt_inner_steps
+        traffic = None
+        if strategy == "pattern":
+            store = ScoredStore(
+                self.redis, prefix=f"{self.settings.app_id}:", ttl_s=self.settings.feature_ttl_s
+            )
+            n_features = base_art.schema.n_features
+            traffic = await recent_traffic(
+                store,
+                self.settings.adapt_traffic_rows,
+                n_features,
+                max_age_s=self.settings.adapt_traffic_days * 86_400,
+            )
         check = await asyncio.to_thread(
             validate,
             base_art,
@@ -206,6 +220,7 @@ class AdaptationService:
             strategy=strategy,
             steps=steps,
             policy=self.policy,
+            traffic=traffic,
         )
         result = replace(result, ap_candidate=check.ap_candidate, ap_current=check.ap_current)
         if not check.usable:
@@ -213,7 +228,13 @@ class AdaptationService:
         if not check.accepts():
             return replace(result, reason="ap_drop")
         candidate = await asyncio.to_thread(
-            adapt, base_art, cases, strategy=strategy, steps=steps, policy=self.policy
+            adapt,
+            base_art,
+            cases,
+            strategy=strategy,
+            steps=steps,
+            policy=self.policy,
+            traffic=traffic,
         )
         version = await self.registry.next_version()
         meta = {
@@ -222,7 +243,9 @@ class AdaptationService:
             "feature_schema": base_art.schema,
             "training_config": {"adaptation": candidate.info, "base": base_art.version},
         }
-        artifact = Artifact.build(candidate.model, candidate.transform, candidate.support, meta)
+        artifact = Artifact.build(
+            candidate.model, candidate.transform, candidate.support, meta, candidate.pattern_head
+        )
         metrics = {
             "validation_ap": check.ap_candidate,
             "parent_validation_ap": check.ap_current,

@@ -16,7 +16,10 @@ unit-tested and timed on their own. :mod:`streams.adaptation` runs them off the 
 * :func:`adapt`: the candidate, from the *base* (meta-learned) model: a support refresh,
   or ``steps`` inner gradient steps of a :mod:`models.adaptation` strategy on a small
   support (given the groups, the steps fit the newest group and the legit cases), then
-  the full support.
+  the full support. With the ``pattern`` strategy, a support refresh plus a pattern head
+  (:mod:`models.pattern_head`): a linear score of the stream's frauds against a sample of
+  recent scored traffic, combined with the network's score through their tails on that
+  traffic, so ordinary transactions keep the network's alert rate.
 * :func:`validate`: average precision of candidate and current model on held-out recent
   labelled cases (a class with too few of them is filled in from the base support), by
   ``folds``-fold cross-validation: each fold is scored by a candidate adapted without it
@@ -47,11 +50,19 @@ from models.artifacts import Artifact, SupportSet
 from models.evaluation.metrics import average_precision
 from models.features.transform import FeatureTransform
 from models.matching import FewShotModel, MatchingNetwork
+from models.pattern_head import PatternHead, fit_pattern_head
 from models.scorer import Scorer
 from streams.case_store import Case, cases_arrays
 
 #: Setting value (``RISKSTREAM_ADAPT_STRATEGY``) → strategy of :mod:`models.adaptation`.
 STRATEGY_NAMES = {"refresh": "refresh_support", "maml": "fomaml", "reptile": "reptile"}
+#: Fewer scored transactions than this in Redis: no pattern head (the tails would be noise).
+MIN_TRAFFIC_ROWS = 200
+#: Traffic rows each validation fold's pattern head is fitted on (the published head gets
+#: all of them): three folds on the whole sample tripled the time from label to live.
+VALIDATION_TRAFFIC_ROWS = 5_000
+#: How the stream fits pattern heads (see :func:`models.pattern_head.fit_pattern_head`).
+PATTERN_HEAD_OPTIONS: dict[str, Any] = {"c": 1.0, "pattern_weight": 1.0, "pseudo_cases": 50}
 
 
 @dataclass(frozen=True)
@@ -90,18 +101,31 @@ class Candidate:
     transform: FeatureTransform
     support: SupportSet
     info: dict[str, Any] = field(default_factory=dict)
+    pattern_head: PatternHead | None = None
 
     def scorer(self, schema: Any = None) -> Scorer:
         """A numpy scorer of this candidate."""
-        return _scorer(self.model, self.transform, self.support, schema)
+        return _scorer(self.model, self.transform, self.support, schema, self.pattern_head)
 
 
 def _scorer(
-    model: FewShotModel, transform: FeatureTransform, support: SupportSet, schema: Any
+    model: FewShotModel,
+    transform: FeatureTransform,
+    support: SupportSet,
+    schema: Any,
+    pattern_head: PatternHead | None = None,
 ) -> Scorer:
     if not isinstance(model, MatchingNetwork):  # the stream scores with matching networks
         raise TypeError(f"adaptation needs a matching network, got {model.kind}")
-    return Scorer(model, transform, support, version="candidate", top_k=0, schema=schema)
+    return Scorer(
+        model,
+        transform,
+        support,
+        version="candidate",
+        top_k=0,
+        schema=schema,
+        pattern_head=pattern_head,
+    )
 
 
 @dataclass(frozen=True)
@@ -190,12 +214,26 @@ def adapt(
     policy: SupportPolicy | None = None,
     exclude: Collection[str] = (),
     seed: int = 0,
+    traffic: np.ndarray | None = None,
 ) -> Candidate:
-    """A candidate adapted from ``base`` to the labelled ``cases``."""
+    """A candidate adapted from ``base`` to the labelled ``cases``.
+
+    ``traffic`` (raw feature vectors of recent scored transactions) is what the
+    ``pattern`` strategy fits its head against; the other strategies ignore it.
+    """
     policy = policy or SupportPolicy()
     support = support_from(cases, base.support, policy, exclude)
     info: dict[str, Any] = {"strategy": strategy, "steps": 0}
     model = base.model
+    if strategy == "pattern":
+        head, head_info = _fit_head(base, support, cases, exclude, traffic, seed)
+        info |= head_info
+        info |= {
+            "support_fraud": support.n_fraud,
+            "support_legit": len(support) - support.n_fraud,
+            "support_groups": support.n_groups,
+        }
+        return Candidate(model, base.transform, support, info, head)
     if strategy != "refresh" and steps > 0:
         small = support_from(
             cases,
@@ -224,6 +262,32 @@ def adapt(
     return Candidate(model, base.transform, support, info)
 
 
+def _fit_head(
+    base: Artifact,
+    support: SupportSet,
+    cases: Sequence[Case],
+    exclude: Collection[str],
+    traffic: np.ndarray | None,
+    seed: int,
+) -> tuple[PatternHead | None, dict[str, Any]]:
+    """The pattern head of the stream's frauds against ``traffic``, or why there is none."""
+    frauds = [c for c in cases if c.label == 1 and c.tx_id not in set(exclude)]
+    n_traffic = 0 if traffic is None else len(traffic)
+    if not frauds or traffic is None or n_traffic < MIN_TRAFFIC_ROWS:
+        return None, {"pattern_head": f"none ({len(frauds)} frauds, {n_traffic} traffic rows)"}
+    x_cases = cases_arrays(frauds)[0].reshape(-1, support.x.shape[1])
+    network = _scorer(base.model, base.transform, support, None)
+    z_traffic = base.transform.transform(np.asarray(traffic, dtype=np.float32))
+    head = fit_pattern_head(
+        base.transform.transform(x_cases),
+        z_traffic,
+        network.score_standardized(z_traffic),
+        seed=seed,
+        **PATTERN_HEAD_OPTIONS,
+    )
+    return head, {"pattern_head": {"cases": len(frauds), "traffic_rows": n_traffic}}
+
+
 def warm_up(strategy: str) -> None:
     """Run ``strategy`` once on a toy model, so the first real adaptation does not pay for
     torch's lazy imports of the autograd paths (seconds, once per process).
@@ -231,6 +295,11 @@ def warm_up(strategy: str) -> None:
     >>> warm_up("refresh")  # nothing to load for a support refresh
     """
     if strategy == "refresh":
+        return
+    if strategy == "pattern":
+        rng = np.random.default_rng(0)
+        traffic = rng.normal(size=(64, 3))
+        fit_pattern_head(traffic[:4] + 2.0, traffic, 1 / (1 + np.exp(-traffic[:, 0])))
         return
     from models.encoder import Encoder
 
@@ -288,6 +357,7 @@ def validate(
     policy: SupportPolicy | None = None,
     folds: int = 3,
     seed: int = 0,
+    traffic: np.ndarray | None = None,
 ) -> Validation:
     """Cross-validated held-out AP of the candidate procedure and of the current model."""
     x, y, ids = validation_ids(cases, base.support, seed=seed)
@@ -303,11 +373,20 @@ def validate(
             continue
         held = {ids[i] for i in rows}
         candidate = adapt(
-            base, cases, strategy=strategy, steps=steps, policy=policy, exclude=held, seed=seed
+            base,
+            cases,
+            strategy=strategy,
+            steps=steps,
+            policy=policy,
+            exclude=held,
+            seed=seed,
+            traffic=None if traffic is None else traffic[:VALIDATION_TRAFFIC_ROWS],
         )
         cand[rows] = candidate.scorer(base.schema).score_only(x[rows])
         kept = _without(current.support, held)
-        scorer = _scorer(current.model, current.transform, kept, current.schema)
+        scorer = _scorer(
+            current.model, current.transform, kept, current.schema, current.pattern_head
+        )
         cur[rows] = scorer.score_only(x[rows])
     return Validation(
         float(average_precision(y, cand)), float(average_precision(y, cur)), n_fraud, n_legit

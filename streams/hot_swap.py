@@ -60,7 +60,7 @@ def artifact_of_scorer(scorer: Scorer) -> Artifact:
     """The artifact a :class:`~models.scorer.Scorer` was built from (weights, transform,
     support, schema and version)."""
     meta = {"version": scorer.version, "feature_schema": scorer.schema}
-    return Artifact.build(scorer.model, scorer.transform, scorer.support, meta)
+    return Artifact.build(scorer.model, scorer.transform, scorer.support, meta, scorer.pattern_head)
 
 
 class HotSwap:

@@ -33,7 +33,13 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load as st_load
 
-from models.artifacts import Artifact, ArtifactError, sha256_hex, weights_from_bytes
+from models.artifacts import (
+    PATTERN_KEYS,
+    Artifact,
+    ArtifactError,
+    sha256_hex,
+    weights_from_bytes,
+)
 from streams.records import ModelUpdate, verify_model_update
 
 _DTYPE = "F32"
@@ -121,8 +127,12 @@ def check_shapes(header: dict[str, Any], reference: Reference | None) -> None:
     """dtype of every tensor, and shapes/features against the running model."""
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}
     for name, info in tensors.items():
-        if info.get("dtype") != _DTYPE:
-            raise UpdateRejected("wrong_shape", f"tensor {name!r} is {info.get('dtype')}, not F32")
+        # a pattern head's tail tables are float64 (they must stay strictly monotone)
+        wanted = "F64" if name in PATTERN_KEYS else _DTYPE
+        if info.get("dtype") != wanted:
+            raise UpdateRejected(
+                "wrong_shape", f"tensor {name!r} is {info.get('dtype')}, not {wanted}"
+            )
     if reference is None:
         return
     shapes = {k: tuple(v["shape"]) for k, v in tensors.items() if k.startswith("model.")}

@@ -189,8 +189,28 @@ class Settings(BaseSettings):
     adapt_interval_s: float = Field(
         300.0, gt=0, description="RISKSTREAM_ADAPT_INTERVAL_S: periodic adaptation."
     )
-    adapt_strategy: Literal["refresh", "maml", "reptile"] = Field(
-        "refresh", description="RISKSTREAM_ADAPT_STRATEGY."
+    adapt_strategy: Literal["refresh", "maml", "reptile", "pattern"] = Field(
+        "refresh",
+        description=(
+            "RISKSTREAM_ADAPT_STRATEGY: refresh = new support set; maml/reptile = plus inner"
+            " gradient steps; pattern = refresh plus a pattern head fitted against recent traffic."
+        ),
+    )
+    adapt_traffic_rows: int = Field(
+        20_000,
+        ge=100,
+        description=(
+            "RISKSTREAM_ADAPT_TRAFFIC_ROWS: recent scored transactions sampled from Redis as"
+            " the pattern head's reference traffic."
+        ),
+    )
+    adapt_traffic_days: float = Field(
+        7.0,
+        gt=0,
+        description=(
+            "RISKSTREAM_ADAPT_TRAFFIC_DAYS: that traffic is cut to the last this many days of"
+            " event time."
+        ),
     )
     adapt_inner_steps: int = Field(5, ge=0, description="RISKSTREAM_ADAPT_INNER_STEPS.")
     model_signing_key: SecretStr = Field(

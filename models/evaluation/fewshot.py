@@ -17,7 +17,10 @@ Models, all from the same history plus the same labelled cases: the matching net
 with the cases added to its support set as a new fraud pattern (no gradient step; the
 stream's refresh), and for reference with the new task alone as support (cases against
 the legit cases, as in an episode) or with the cases added without a pattern tag; plus
-first-order MAML or Reptile steps on the new task before scoring; a supervised network
+first-order MAML or Reptile steps on the new task before scoring; the refresh plus a
+pattern head (a linear score of the cases against the discovery week's *unlabelled*
+traffic, combined with the network's score through their tails on that traffic; see
+:mod:`models.pattern_head`); a supervised network
 pretrained on the history and fine-tuned on the same cases (transfer); logistic
 regression and random forest retrained on the history plus the cases. Per seed the base
 networks are retrained with that seed, and the labelled cases are drawn again.
@@ -32,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from models.adaptation import FirstOrderMAML, Reptile, TransferFineTune
+from models.adaptation import FirstOrderMAML, PatternHeadStrategy, Reptile, TransferFineTune
 from models.baselines import make_baseline
 from models.datasets import SCENARIO_NAMES
 from models.evaluation import data as eval_data
@@ -52,6 +55,7 @@ MODELS = (
     "matching_network_ungrouped_support",
     "matching_network+fomaml",
     "matching_network+reptile",
+    "matching_network+pattern_head",
     "transfer_finetune",
     "logistic_regression",
     "random_forest",
@@ -81,6 +85,8 @@ def run_fewshot(out_dir: Path, scale: str = "full") -> dict[str, Any]:
     train &= ~np.isin(scenario, HELD_OUT)  # a no-op by construction; kept as the rule
     pools = {s: np.flatnonzero(_window(days, DISCOVERY) & (scenario == s)) for s in HELD_OUT}
     in_eval = _window(days, EVALUATION)
+    # what the stream has scored lately: the discovery week, unlabelled (pattern head only)
+    recent = np.flatnonzero(_window(days, DISCOVERY))
     lr_params = grid_for("logistic_regression", plan.small_models, tune=False)[0]
     rf_params = grid_for("random_forest", plan.small_models, tune=False)[0]
 
@@ -98,8 +104,19 @@ def run_fewshot(out_dir: Path, scale: str = "full") -> dict[str, Any]:
         for k in (0, *KS):
             chosen = np.concatenate([orders[s][:k] for s in HELD_OUT])
             blocked = np.isin(cards, cards[chosen])
+            traffic = np.setdiff1d(recent, chosen)  # the labelled cases are not unlabelled
             scores = _score_all(
-                mn, clf, x, y, train, chosen, in_eval & ~blocked, seed, lr_params, rf_params
+                mn,
+                clf,
+                x,
+                y,
+                train,
+                chosen,
+                in_eval & ~blocked,
+                seed,
+                lr_params,
+                rf_params,
+                traffic,
             )
             for s in HELD_OUT:
                 pop = in_eval & ~blocked & ((scenario == s) | (y == 0))
@@ -153,8 +170,10 @@ def _score_all(
     seed: int,
     lr_params: dict[str, Any],
     rf_params: dict[str, Any],
+    traffic: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Every model's scores on the ``evaluate`` rows after adapting to the ``chosen`` cases."""
+    """Every model's scores on the ``evaluate`` rows after adapting to the ``chosen`` cases
+    (``traffic``: rows of recent unlabelled transactions, for the pattern head)."""
     tr = mn.transform
     base_x, base_y = mn.support.x, mn.support.y.astype(np.float32)
     legit_x = base_x[base_y == 0]
@@ -187,6 +206,11 @@ def _score_all(
             moved = strategy.adapt(mn.model, tr.transform(task_x), task_y, steps=steps, seed=seed)
             scorer = support_scorer(moved.model, tr, full_x, full_y, full_group)
             out[name] = scorer.score_only(query)
+        # The refreshed support plus a pattern head fitted against the unlabelled traffic.
+        pattern = PatternHeadStrategy(traffic=tr.transform(x[traffic])).adapt(
+            mn.model, tr.transform(full_x), full_y, seed=seed, support_group=full_group
+        )
+        out["matching_network+pattern_head"] = pattern.predict_proba(tr.transform(query))
         tuned = TransferFineTune().adapt(
             clf.model,
             clf.transform.transform(task_x),
@@ -200,6 +224,7 @@ def _score_all(
             "matching_network_task_support",
             "matching_network+fomaml",
             "matching_network+reptile",
+            "matching_network+pattern_head",
         ):
             out[name] = out["matching_network"]
         out["transfer_finetune"] = score_head(clf, query)

@@ -61,9 +61,14 @@ from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 N_LABELS = 10
+# 1,000 cards: the pattern compromises 3 cards a day (0.3 % of them; the handbook's
+# account compromise is 0.06 % a day), and a week of traffic is ~14,000 transactions, the
+# reference the pattern head is calibrated on. At 200 cards the new pattern was 1.5 % of
+# all cards every day and a week of traffic 2,700 transactions.
+N_CARDS = 1000
 N_WORKERS = 2
 PHASE_3 = 1000  # transactions held back until the bad updates were refused
-PHASE_2_RATE = 600  # tx/s after the labels: the adaptation happens while they stream
+PHASE_2_RATE = 2000  # tx/s after the labels: the adaptation happens while they stream
 GOAL_RECALL = 0.8
 
 
@@ -120,7 +125,7 @@ def run(
 ) -> Iterator[Run]:
     started = time.monotonic()
     tmp = tmp_path_factory.mktemp("adaptation-e2e")
-    df, stream = simulate_stream()
+    df, stream = simulate_stream(n_customers=N_CARDS)
     model_dir = train_base_model(df, stream.start_day, tmp / "model")
     timings = {"train": time.monotonic() - started}
     s = make_settings(kafka_bootstrap, redis_url, tmp / "state", model_dir)
