@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, Protocol, cast
 import numpy as np
 from aiokafka.errors import KafkaError
 
-from models.features import card_features, free_feature_values
+from models.features import free_feature_values
 from models.features.definitions import (
     CARD_WINDOWS_DAYS,
     DAY_SECONDS,
@@ -221,14 +221,16 @@ class ScorePipeline:
         terminal_rows: list[tuple[float, ...]] = []
         kept: list[int] = []
         learnt: list[tuple[str, int]] = []
-        get, learn = self.cards.get, self.cards.learn_one
+        featurize_and_learn = self.cards.featurize_and_learn
         add_card, add_terminal, keep = card_rows.append, terminal_rows.append, kept.append
         for i, tx in enumerate(txs):
             record = inputs[i]
             try:
-                card_id, ts, amount, pair = tx.card_id, tx.ts, tx.amount, pairs[i]
-                card = card_features(get(card_id), ts, amount)
-                if learn(card_id, ts, amount, record.partition, record.offset):
+                pair = pairs[i]
+                card, learnt_now = featurize_and_learn(
+                    tx.card_id, tx.ts, tx.amount, record.partition, record.offset
+                )
+                if learnt_now:
                     learnt.append(pair)
             except Exception as exc:
                 dead.append((record, RecordError("scoring_error", f"features: {exc!r}")))

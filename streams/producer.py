@@ -289,13 +289,14 @@ async def produce_transactions(
                 wait = started + sent / rate - time.perf_counter()
                 if wait > 0:
                     await asyncio.sleep(wait)
-            wall = time.time()
             for tx, label in chunk:
                 if stamp_now:
                     tx = {**tx, "ts": time.time()}
                 await tx_out.add(tx["card_id"].encode(), encode(Transaction(**tx)))
                 if label is not None and labels_delay is not None:
-                    due_labels.append((wall + labels_delay, tx["tx_id"], label))
+                    # after add(): the record's CreateTime is stamped there, so the label
+                    # is never less than ``labels_delay`` behind it however slow the chunk
+                    due_labels.append((time.time() + labels_delay, tx["tx_id"], label))
             await tx_out.flush()
             sent += len(chunk)
             await send_due_labels(time.time())

@@ -38,7 +38,7 @@ import faust
 import orjson
 from faust.types import TableT
 
-from models.features import CardState
+from models.features import CardState, card_features
 from streams.settings import Settings
 
 CARD_TABLE_NAME = "card-state"
@@ -56,6 +56,19 @@ def define_card_table(app: faust.App, settings: Settings) -> TableT[Any, Any]:
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
         help="Per-card transaction history (last 30 days) for the card features.",
     )
+
+
+def table_value(value: dict[str, Any]) -> dict[str, Any]:
+    """A working-copy value as JSON can take it: the state's arrays as lists.
+
+    >>> from array import array
+    >>> table_value({"ts": array("d", [1.0]), "amounts": array("d", [2.0]), "p": 0, "o": 3})
+    {'ts': [1.0], 'amounts': [2.0], 'p': 0, 'o': 3}
+    """
+    out = value.copy()
+    out["ts"] = value["ts"].tolist()
+    out["amounts"] = value["amounts"].tolist()
+    return out
 
 
 class _Entry:
@@ -155,6 +168,33 @@ class CardStates:
             self._dirty[card_id] = (partition, self.batch)
         return True
 
+    def featurize_and_learn(
+        self, card_id: str, ts: float, amount: float, partition: int, offset: int
+    ) -> tuple[tuple[float, ...], bool]:
+        """``(card_features(state, ts, amount), learnt)``: the features from the card's
+        state before this transaction, then :meth:`learn_one` (one lookup of the card:
+        this is the score agent's per-transaction path).
+
+        >>> cards = CardStates(table_data={}, changelog_topic="cl", send=None)
+        >>> cards.featurize_and_learn("c1", 100.0, 9.5, 0, 5)[1]
+        True
+        >>> cards.featurize_and_learn("c1", 100.0, 9.5, 0, 5)  # a replayed offset
+        ((2.0, 9.5, 2.0, 9.5, 2.0, 9.5, 0.0, 1.0), False)
+        """
+        entry = self._live.get(card_id) or self._adopt(card_id)
+        state = entry.state
+        features = card_features(state, ts, amount)
+        value = entry.value
+        last = value.get("o")
+        if last is not None and value.get("p") == partition and offset <= last:
+            return features, False
+        state.learn_one(ts, amount)
+        value["p"] = partition
+        value["o"] = offset
+        if card_id not in self._dirty:
+            self._dirty[card_id] = (partition, self.batch)
+        return features, True
+
     @property
     def dirty(self) -> int:
         """Cards changed since they were last flushed."""
@@ -188,7 +228,7 @@ class CardStates:
                 through is not None and batch > through
             ):
                 break
-            out.append((partition, dumps(card_id), dumps(live[card_id].value)))
+            out.append((partition, dumps(card_id), dumps(table_value(live[card_id].value))))
         return out
 
     async def flush(self, limit: int | None = None, through: int | None = None) -> int:

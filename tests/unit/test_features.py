@@ -144,9 +144,9 @@ def test_card_state_memory_is_bounded_and_json_serializable() -> None:
     for i in range(200):
         state.learn_one(T0 + i * DAY_SECONDS / 2, float(i))
     assert len(state) == 60  # 30 days of two a day
-    assert state.ts == sorted(state.ts)
+    assert list(state.ts) == sorted(state.ts)
     state.learn_one(state.ts[-1] - 3600.0, 1.0)  # late arrival lands in time order
-    assert state.ts == sorted(state.ts) and len(state) == 61
+    assert list(state.ts) == sorted(state.ts) and len(state) == 61
     again = CardState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert again.ts == state.ts and again.amounts == state.amounts
 

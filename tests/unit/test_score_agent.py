@@ -255,7 +255,7 @@ async def test_valid_scored_invalid_dead_lettered_with_reason() -> None:
         9: "oversized",
     }
     # per-card state learnt in arrival order; terminal counts and vectors written to Redis
-    assert rig.cards.get("c1").ts == [1.7e9, 1.7e9 + 120.0, 1.7e9 + 600.0]
+    assert list(rig.cards.get("c1").ts) == [1.7e9, 1.7e9 + 120.0, 1.7e9 + 600.0]
     counts = await rig.terminals.counts("m0")
     assert sum(counts[0].values()) == 1  # t0 (t10 is on m1, t2 on m2)
     stored = await rig.scored.get_many(["t0", "t2", "t10", "t1"])
