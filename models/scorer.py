@@ -169,7 +169,7 @@ class Scorer:
         """``p(fraud)`` of each row, without explanations."""
         logits = self._logits(features)
         logits -= logits.max(axis=1, keepdims=True)
-        np.exp(logits, out=logits)
+        _exp_(logits)
         return self._with_head(features, self._probability(logits)[0])
 
     def score_standardized(self, z: np.ndarray) -> np.ndarray:
@@ -185,7 +185,7 @@ class Scorer:
         if self._bias is not None:
             logits += self._bias
         logits -= logits.max(axis=1, keepdims=True)
-        np.exp(logits, out=logits)
+        _exp_(logits)
         return self._probability(logits)[0]
 
     def _with_head(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -249,7 +249,7 @@ class Scorer:
             return np.zeros(0, dtype=np.float32), empty.astype(np.intp), empty
         logits = self._logits(features)
         logits -= logits.max(axis=1, keepdims=True)
-        np.exp(logits, out=logits)
+        _exp_(logits)
         scores, total = self._probability(logits)
         scores = self._with_head(features, scores)
         if k == 0:
@@ -268,6 +268,33 @@ class Scorer:
             for row, wrow in zip(top.tolist(), weights.tolist(), strict=True)
         ]
         return scores, explanations
+
+
+def _exp_(a: np.ndarray) -> np.ndarray:
+    """``exp`` of a float32 array, in place (the attention weights of a block).
+
+    Through torch's vectorized kernel: on the project's machine (AVX2) it took 1.2-1.4 ns
+    per element where ``np.exp`` took 3.7 (numpy 2.4's float32 exp did not use its SIMD
+    path there), ~4.5 us per scored transaction against a 2,000-case support set. The
+    results agree with numpy's to a few float32 ulps (relative 2e-7). Below
+    :data:`_TORCH_EXP_MIN` elements (a few rows) torch's per-call cost outweighs that, and
+    numpy does it.
+
+    >>> a = np.array([[0.0, -1.0, -20.0]], dtype=np.float32)
+    >>> big = np.linspace(-20.0, 0.0, 2 * _TORCH_EXP_MIN, dtype=np.float32).reshape(2, -1)
+    >>> bool(np.array_equal(_exp_(a.copy()), np.exp(a)))
+    True
+    >>> bool(np.allclose(_exp_(big.copy()), np.exp(big), rtol=1e-6, atol=0))
+    True
+    """
+    if a.size < _TORCH_EXP_MIN:
+        np.exp(a, out=a)
+    else:
+        torch.from_numpy(a).exp_()
+    return a
+
+
+_TORCH_EXP_MIN = 16_384  # elements: 8 rows of a 2,000-case support set
 
 
 def _top_k(weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -36,6 +36,11 @@ def run_worker(settings: Settings, *, loglevel: str, logfile: Path | None = None
     import uvloop
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # same speed, half the CPU (ANCHORS)
+    import torch
+
+    # The scorer's exp goes through torch (models/scorer.py): one intra-op thread, so a
+    # block's exp never wakes a second, spinning OpenMP thread on the worker's cores.
+    torch.set_num_threads(1)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())
 
