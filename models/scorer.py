@@ -270,6 +270,9 @@ class Scorer:
         return scores, explanations
 
 
+_TORCH_EXP_MIN = 16_384  # elements: 8 rows of a 2,000-case support set
+
+
 def _exp_(a: np.ndarray) -> np.ndarray:
     """``exp`` of a float32 array, in place (the attention weights of a block).
 
@@ -292,9 +295,6 @@ def _exp_(a: np.ndarray) -> np.ndarray:
     else:
         torch.from_numpy(a).exp_()
     return a
-
-
-_TORCH_EXP_MIN = 16_384  # elements: 8 rows of a 2,000-case support set
 
 
 def _top_k(weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -58,21 +58,8 @@ def define_card_table(app: faust.App, settings: Settings) -> TableT[Any, Any]:
     )
 
 
-def table_value(value: dict[str, Any]) -> dict[str, Any]:
-    """A working-copy value as JSON can take it: the state's arrays as lists.
-
-    >>> from array import array
-    >>> table_value({"ts": array("d", [1.0]), "amounts": array("d", [2.0]), "p": 0, "o": 3})
-    {'ts': [1.0], 'amounts': [2.0], 'p': 0, 'o': 3}
-    """
-    out = value.copy()
-    out["ts"] = value["ts"].tolist()
-    out["amounts"] = value["amounts"].tolist()
-    return out
-
-
 class _Entry:
-    """A card's live state and the table value that shares its lists."""
+    """A card's live state and the table value that shares its arrays."""
 
     __slots__ = ("state", "value")
 
@@ -157,6 +144,11 @@ class CardStates:
         score agent's per-transaction path); returns whether it was applied.
         """
         entry = self._live.get(card_id) or self._adopt(card_id)
+        return self._apply(entry, card_id, ts, amount, partition, offset)
+
+    def _apply(
+        self, entry: _Entry, card_id: str, ts: float, amount: float, partition: int, offset: int
+    ) -> bool:
         value = entry.value
         last = value.get("o")
         if last is not None and value.get("p") == partition and offset <= last:
@@ -182,18 +174,8 @@ class CardStates:
         ((2.0, 9.5, 2.0, 9.5, 2.0, 9.5, 0.0, 1.0), False)
         """
         entry = self._live.get(card_id) or self._adopt(card_id)
-        state = entry.state
-        features = card_features(state, ts, amount)
-        value = entry.value
-        last = value.get("o")
-        if last is not None and value.get("p") == partition and offset <= last:
-            return features, False
-        state.learn_one(ts, amount)
-        value["p"] = partition
-        value["o"] = offset
-        if card_id not in self._dirty:
-            self._dirty[card_id] = (partition, self.batch)
-        return features, True
+        features = card_features(entry.state, ts, amount)
+        return features, self._apply(entry, card_id, ts, amount, partition, offset)
 
     @property
     def dirty(self) -> int:
@@ -228,7 +210,9 @@ class CardStates:
                 through is not None and batch > through
             ):
                 break
-            out.append((partition, dumps(card_id), dumps(table_value(live[card_id].value))))
+            entry = live[card_id]  # the state's arrays go out as lists (to_dict)
+            value = {**entry.value, **entry.state.to_dict()}
+            out.append((partition, dumps(card_id), dumps(value)))
         return out
 
     async def flush(self, limit: int | None = None, through: int | None = None) -> int:
