@@ -537,3 +537,140 @@ def test_worker_consumer_fetches_with_a_short_long_poll(monkeypatch: pytest.Monk
 
     source = inspect.getsource(aiokafka.AIOKafkaConsumer.start)
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in source
+
+
+class _GatedRunner:
+    """Stands in for BatchRunner: each call waits until the test lets it finish."""
+
+    max_batch = 4
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+        self.dropped: list[list[int]] = []
+        self.gate = asyncio.Event()
+        self.lock = asyncio.Lock()
+
+    async def handle(self, records: Any, wanted: Any = None) -> None:
+        offsets = [r.offset for r in records]
+        async with self.lock:  # as BatchRunner: one batch at a time, wanted() asked inside
+            if wanted is not None and not wanted():
+                self.dropped.append(offsets)
+                return
+            self.calls.append(offsets)
+            await self.gate.wait()
+            self.gate.clear()
+
+
+def _queueing_consumer(runner: _GatedRunner) -> BatchConsumer:
+    from collections import defaultdict
+
+    consumer = object.__new__(BatchConsumer)  # only the queue to the runner is exercised
+    consumer._init_queue()
+    consumer._read_offset = defaultdict(lambda: None)
+    consumer._taken_upto = {}
+    consumer.runner = runner  # type: ignore[assignment]
+    consumer.flow_active = True
+    consumer._stopped = asyncio.Event()
+    consumer._crashed = asyncio.Event()
+    consumer.add_future = asyncio.ensure_future  # type: ignore[method-assign,assignment]
+
+    async def add_gap(tp: Any, start: int, end: int) -> None:
+        consumer.gaps.append((start, end))  # type: ignore[attr-defined]
+
+    consumer.gaps = []  # type: ignore[attr-defined]
+    consumer._add_gap = add_gap  # type: ignore[method-assign]
+    return consumer
+
+
+def _fetched(consumer: BatchConsumer, *offsets: int, generation: int | None = None) -> Any:
+    from faust.types import TP
+
+    from streams.consumer import _Fetched
+
+    records = [RawRecord(TOPIC, 0, o, None, b"c", b"{}") for o in offsets]
+    gen = consumer._generation if generation is None else generation
+    return _Fetched(time.time(), gen, {TP(TOPIC, 0): records}, len(records), False)
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def _stop(consumer: BatchConsumer) -> None:
+    consumer._stopped.set()
+    consumer._queue_changed.set()
+    await _settle()
+    assert consumer._feeder is not None and consumer._feeder.done()
+
+
+async def test_batch_consumer_queues_fetches_while_the_runner_works() -> None:
+    runner = _GatedRunner()
+    consumer = _queueing_consumer(runner)
+    consumer._on_prefetched(_fetched(consumer, 0, 1))
+    await _settle()
+    assert runner.calls == [[0, 1]]  # the runner took the first fetch at once
+    consumer._on_prefetched(_fetched(consumer, 2))  # meanwhile more records arrive
+    consumer._on_prefetched(_fetched(consumer, 3, 4))
+    await _settle()
+    assert consumer._queued == 3 and runner.calls == [[0, 1]]
+    runner.gate.set()  # batch [0, 1] done: everything queued goes in one call, in order
+    await _settle()
+    assert runner.calls == [[0, 1], [2, 3, 4]] and consumer._queued == 0
+    runner.gate.set()
+    await _settle()
+    await _stop(consumer)
+
+
+async def test_batch_consumer_drops_queued_records_of_a_revoked_assignment() -> None:
+    from faust.types import TP
+
+    runner = _GatedRunner()
+    consumer = _queueing_consumer(runner)
+    consumer._on_prefetched(_fetched(consumer, 0))
+    await _settle()
+    consumer._on_prefetched(_fetched(consumer, 1, 2))
+    stale = _fetched(consumer, 3)  # read by the thread before the revocation, posted after
+    consumer._drop_queue()  # a rebalance starts: the old assignment's queue goes
+    consumer._taken_upto.clear()  # as on_partitions_revoked does
+    consumer._on_prefetched(stale)
+    runner.gate.set()
+    await _settle()
+    assert runner.calls == [[0]] and consumer._queued == 0
+    consumer._read_offset[TP(TOPIC, 0)] = 1  # Faust seeks to the committed offset
+    consumer._on_prefetched(_fetched(consumer, 1, 2, 3))  # and reads them again
+    await _settle()
+    assert runner.calls == [[0], [1, 2, 3]]  # each record processed once
+    assert consumer.gaps == []  # type: ignore[attr-defined]  # nothing marked done unread
+    runner.gate.set()
+    await _settle()
+    await _stop(consumer)
+
+
+async def test_batch_consumer_runner_skips_records_queued_before_a_revocation() -> None:
+    runner = _GatedRunner()
+    consumer = _queueing_consumer(runner)
+    async with runner.lock:  # the runner is busy (a batch, or a drain)
+        consumer._on_prefetched(_fetched(consumer, 1))
+        await _settle()
+        assert consumer._queued == 0  # the feeder took [1] and waits for the runner
+        consumer._drop_queue()  # ... and the assignment it was fetched under ends
+    await _settle()
+    assert runner.calls == [] and runner.dropped == [[1]]
+    await _stop(consumer)
+
+
+def test_batch_consumer_thread_relies_on_pinned_aiokafka_internals() -> None:
+    # The drain task of BatchConsumerThread reads aiokafka 0.14's fetcher directly.
+    import aiokafka
+    from aiokafka.consumer.fetcher import Fetcher
+    from aiokafka.consumer.subscription_state import SubscriptionState
+
+    assert inspect.iscoroutinefunction(Fetcher.fetched_records)
+    assert callable(Fetcher._create_fetch_waiter)
+    assert callable(SubscriptionState.fetch_context)
+    assert isinstance(SubscriptionState.reassignment_in_progress, property)
+    fetched = inspect.getsource(Fetcher.fetched_records)
+    assert "if drained or not timeout:" in fetched  # timeout 0 returns without waiting
+    assert "if partitions and tp not in partitions" in fetched  # hence never an empty set
+    assert "self._fetcher" in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__)
