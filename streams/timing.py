@@ -4,10 +4,10 @@ The ``latency_ms`` of a score record is one number: the input record's Kafka tim
 (when the producer appended it) to the moment the batch's records were written. This
 splits it in three, per transaction, for the last ``every_s`` seconds:
 
-* ``fetch``: timestamp → the consumer thread read the records from aiokafka's buffer
-  (producer linger, broker, fetch long-poll);
-* ``queue``: → the micro-batch's processing started (the hand-over to the main loop,
-  and waiting for the batch ahead of it: the runner processes one at a time);
+* ``fetch``: timestamp → the consumer handed the fetched records over (producer linger,
+  broker, fetch long-poll, the consumer thread's hand-over to the main loop);
+* ``queue``: → the micro-batch's processing started (waiting for the batches ahead of
+  it: the runner processes one at a time);
 * ``work``: → scored (validate, features, terminal fetch, model).
 
 One ``INFO`` line per period, e.g. ``produce→score breakdown (2,000 tx, 40 batches):
@@ -44,7 +44,7 @@ class LatencyBreakdown:
         self._since = time.monotonic()
 
     def fetched(self, now: float | None = None) -> None:
-        """The consumer read the batch's first records (epoch seconds; default now)."""
+        """The consumer handed over a fetch (epoch seconds; default now)."""
         self._fetched_at = time.time() if now is None else now
 
     def add(self, stamps_ms: np.ndarray, *, started: float, scored: float) -> None:
