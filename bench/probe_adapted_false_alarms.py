@@ -44,8 +44,10 @@ from models.artifacts import load_artifact  # noqa: E402
 from models.scorer import Scorer  # noqa: E402
 from streams.adaptation_support import SupportPolicy, adapt, validate  # noqa: E402
 from streams.case_store import Case  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 
-ALERT_AT = 0.8
+#: the product's alert threshold (the setting's default), not a copy of its value
+ALERT_AT: float = Settings.model_fields["alert_threshold"].default
 
 
 def main(argv: list[str] | None = None) -> int:
