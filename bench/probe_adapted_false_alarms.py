@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     warm = legit[(day[legit] >= 40) & (day[legit] < 45)]
     after = legit[(day[legit] >= 46) & (day[legit] < 50)]
     new_pattern = np.flatnonzero(scenario == scenario.max())
+    # what the traffic sample of the alert-share check sees: every row, frauds included
+    traffic_early = np.flatnonzero(day < 2)
+    traffic_late = np.flatnonzero((day >= 46) & (day < 50))
     print(f"alert share at score >= {ALERT_AT}: current / candidate")
     for name, labelled in (
         ("first 5 frauds (days 1-2)", fraud[:5]),
@@ -108,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             ("cold legit d0-1", cold),
             ("warm legit d40-44", warm),
             ("legit d46-49", after),
+            ("all d0-1", traffic_early),
+            ("all d46-49", traffic_late),
         ):
             cells.append(
                 f"{part} {np.mean(current(x[idx]) >= ALERT_AT):.4f} / "

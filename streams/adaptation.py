@@ -18,8 +18,11 @@ frauds form a new fraud group on top of the base support's groups, see
 :meth:`SupportPolicy.grouped`; the published artifact carries ``support.group``), validates the
 candidate against the current model on held-out recent cases
 (:func:`streams.adaptation_support.validate`), and publishes it only if average
-precision does not drop; a rejection is logged and counted by reason. The heavy part runs
-in a thread, so the worker keeps scoring meanwhile.
+precision does not drop (``ap_drop``) and it does not alert on more than
+``adapt_max_alert_growth`` times the current model's share of a sample of recent scored
+traffic (``alert_rate``, :class:`streams.adaptation_support.AlertShares`); a rejection is
+logged and counted by reason. The heavy part runs in a thread, so the worker keeps
+scoring meanwhile.
 
 Examples
 --------
@@ -27,6 +30,10 @@ Examples
 ...                      reason="ap_drop", ap_candidate=0.4, ap_current=0.5)
 >>> r.summary()
 'adaptation (new_cases) rejected: ap_drop (held-out AP 0.400 vs 0.500)'
+>>> replace(r, reason="alert_rate", ap_candidate=0.6, alert_share_candidate=0.4951,
+...         alert_share_current=0.0083).summary()  # doctest: +NORMALIZE_WHITESPACE
+'adaptation (new_cases) rejected: alert_rate (held-out AP 0.600 vs 0.500,
+ alerts on 49.51% of recent traffic vs 0.83%)'
 """
 
 from __future__ import annotations
@@ -41,7 +48,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from models.artifacts import Artifact
-from streams.adaptation_support import SupportPolicy, adapt, validate, warm_up
+from streams.adaptation_support import (
+    ALERT_CHECK_ROWS,
+    SupportPolicy,
+    adapt,
+    alert_shares,
+    validate,
+    warm_up,
+)
 from streams.case_store import CaseStore
 from streams.hot_swap import LABEL_TIME_METRIC
 from streams.metrics import METRICS, RiskstreamMetrics
@@ -74,13 +88,21 @@ class AdaptationResult:
     label_time: float | None = None
     strategy: str = "refresh"
     info: dict[str, Any] = field(default_factory=dict)
+    alert_share_candidate: float = math.nan
+    alert_share_current: float = math.nan
 
     def summary(self) -> str:
         """One log line."""
         what = f"published {self.version}" if self.published else f"rejected: {self.reason}"
+        shares = ""
+        if not math.isnan(self.alert_share_candidate):
+            shares = (
+                f", alerts on {self.alert_share_candidate:.2%} of recent traffic"
+                f" vs {self.alert_share_current:.2%}"
+            )
         return (
             f"adaptation ({self.trigger}) {what} "
-            f"(held-out AP {self.ap_candidate:.3f} vs {self.ap_current:.3f})"
+            f"(held-out AP {self.ap_candidate:.3f} vs {self.ap_current:.3f}{shares})"
         )
 
 
@@ -200,18 +222,18 @@ class AdaptationService:
             base_update = await self.registry.get_update(base_version)
             base_art = await self._artifact(base_update) if base_update else current_art
         strategy, steps = self.settings.adapt_strategy, self.settings.adapt_inner_steps
-        traffic = None
-        if strategy == "pattern":
-            store = ScoredStore(
-                self.redis, prefix=f"{self.settings.app_id}:", ttl_s=self.settings.feature_ttl_s
-            )
-            n_features = base_art.schema.n_features
-            traffic = await recent_traffic(
-                store,
-                self.settings.adapt_traffic_rows,
-                n_features,
-                max_age_s=self.settings.adapt_traffic_days * 86_400,
-            )
+        # Recent scored traffic: the pattern head's reference, and the alert-share check's
+        # sample for every strategy (which needs far fewer rows).
+        store = ScoredStore(
+            self.redis, prefix=f"{self.settings.app_id}:", ttl_s=self.settings.feature_ttl_s
+        )
+        rows = self.settings.adapt_traffic_rows
+        traffic = await recent_traffic(
+            store,
+            rows if strategy == "pattern" else min(rows, ALERT_CHECK_ROWS),
+            base_art.schema.n_features,
+            max_age_s=self.settings.adapt_traffic_days * 86_400,
+        )
         check = await asyncio.to_thread(
             validate,
             base_art,
@@ -236,6 +258,17 @@ class AdaptationService:
             policy=self.policy,
             traffic=traffic,
         )
+        shares = await asyncio.to_thread(
+            alert_shares, candidate, current_art, traffic, self.settings.alert_threshold
+        )
+        if shares is not None:
+            result = replace(
+                result,
+                alert_share_candidate=shares.candidate,
+                alert_share_current=shares.current,
+            )
+            if not shares.accepts(self.settings.adapt_max_alert_growth):
+                return replace(result, reason="alert_rate", info=candidate.info)
         version = await self.registry.next_version()
         meta = {
             "version": version,
@@ -254,6 +287,10 @@ class AdaptationService:
             "cases_fraud": float(result.n_cases["fraud"]),
             "cases_legit": float(result.n_cases["legit"]),
         }
+        if shares is not None:
+            metrics["traffic_alert_share"] = shares.candidate
+            metrics["parent_traffic_alert_share"] = shares.current
+            metrics["traffic_rows"] = float(shares.n_rows)
         if result.label_time is not None:
             metrics[LABEL_TIME_METRIC] = result.label_time
         notes = {"kind": "adaptation", "base": base_art.version, "trigger": trigger}

@@ -20,6 +20,9 @@ unit-tested and timed on their own. :mod:`streams.adaptation` runs them off the 
   (:mod:`models.pattern_head`): a linear score of the stream's frauds against a sample of
   recent scored traffic, combined with the network's score through their tails on that
   traffic, so ordinary transactions keep the network's alert rate.
+* :func:`alert_shares`: the share of recent scored traffic each model would alert on
+  (:class:`AlertShares`), so that a candidate with a better AP on labelled cases but an
+  alert flood on ordinary transactions is not published.
 * :func:`validate`: average precision of candidate and current model on held-out recent
   labelled cases (a class with too few of them is filled in from the base support), by
   ``folds``-fold cross-validation: each fold is scored by a candidate adapted without it
@@ -61,6 +64,12 @@ MIN_TRAFFIC_ROWS = 200
 #: Traffic rows each validation fold's pattern head is fitted on (the published head gets
 #: all of them): three folds on the whole sample tripled the time from label to live.
 VALIDATION_TRAFFIC_ROWS = 5_000
+#: Recent scored transactions the alert-share check scores (enough for a share of ~1 %
+#: to ±0.3 points, and a few hundred ms for both models).
+ALERT_CHECK_ROWS = 5_000
+#: The alert share a candidate may always reach: the current model's plus this, whatever
+#: the growth factor (a model that alerts on 0.1 % of traffic may still go to 1.1 %).
+ALERT_SHARE_MIN_RISE = 0.01
 #: How the stream fits pattern heads (see :func:`models.pattern_head.fit_pattern_head`).
 PATTERN_HEAD_OPTIONS: dict[str, Any] = {"c": 1.0, "pattern_weight": 1.0, "pseudo_cases": 50}
 
@@ -145,6 +154,59 @@ class Validation:
     def accepts(self, tolerance: float = 1e-9) -> bool:
         """Publish only if average precision does not drop."""
         return self.usable and self.ap_candidate + tolerance >= self.ap_current
+
+
+@dataclass(frozen=True)
+class AlertShares:
+    """Share of recent traffic at or above the alert threshold, candidate against current.
+
+    Held-out AP only sees labelled cases, and a class short of them is filled in from the
+    base support's (warm) cases, so it misses a candidate that alerts on ordinary traffic:
+    five frauds labelled in a deployment's first days made a candidate that flagged 49 %
+    of those days' transactions, against 0.8 % for the current model, with a *higher* AP
+    (``bench/probe_adapted_false_alarms.py``). The sample is unlabelled and holds the new
+    pattern's own transactions too, so a useful candidate does raise the share (10
+    card-testing labels: 3.8 % → 7.5 % while that pattern runs); what is refused is
+    growth beyond ``growth`` times the current share (and :data:`ALERT_SHARE_MIN_RISE`).
+
+    >>> AlertShares(candidate=0.075, current=0.038, n_rows=5000).accepts(growth=4)
+    True
+    >>> AlertShares(candidate=0.495, current=0.008, n_rows=5000).accepts(growth=4)
+    False
+    >>> AlertShares(candidate=0.010, current=0.001, n_rows=5000).cap(growth=4)  # the floor
+    0.011
+    """
+
+    candidate: float
+    current: float
+    n_rows: int
+
+    def cap(self, growth: float) -> float:
+        """The highest share a candidate may reach."""
+        return max(growth * self.current, self.current + ALERT_SHARE_MIN_RISE)
+
+    def accepts(self, growth: float) -> bool:
+        """Publish only if the candidate's share stays within :meth:`cap`."""
+        return self.candidate <= self.cap(growth)
+
+
+def alert_shares(
+    candidate: Candidate, current: Artifact, traffic: np.ndarray, threshold: float
+) -> AlertShares | None:
+    """:class:`AlertShares` on the first :data:`ALERT_CHECK_ROWS` rows of ``traffic`` (raw
+    feature vectors); ``None`` below :data:`MIN_TRAFFIC_ROWS` rows (too few to judge)."""
+    rows = np.asarray(traffic[:ALERT_CHECK_ROWS], dtype=np.float32)
+    if len(rows) < MIN_TRAFFIC_ROWS:
+        return None
+    new = candidate.scorer(current.schema).score_only(rows)
+    old = _scorer(
+        current.model, current.transform, current.support, current.schema, current.pattern_head
+    ).score_only(rows)
+    return AlertShares(
+        candidate=float(np.mean(new >= threshold)),
+        current=float(np.mean(old >= threshold)),
+        n_rows=len(rows),
+    )
 
 
 def fold_of(tx_id: str, folds: int) -> int:

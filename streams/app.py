@@ -30,6 +30,7 @@ from streams.emitter import Emitter
 from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streams.metrics import METRICS, RiskstreamMetrics, metrics_payload
 from streams.pipeline import ScorePipeline
+from streams.recovery_watch import RecoveryProgress, watch_recovery
 from streams.redis_conn import RedisGuard, connect_redis
 from streams.runner import BatchRunner
 from streams.runtime import ScorerRuntime, load_scorer
@@ -45,6 +46,18 @@ class RiskstreamApp(faust.App):
 
     rs: Riskstream
     batch_consumer: bool = False
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        rs = getattr(self, "rs", None)
+        if rs is not None:
+            # Not an app timer: Faust starts those only after the first restore is done,
+            # and a worker's first restore (after a crash or a deploy) can stall too.
+            progress = RecoveryProgress(
+                stall_s=rs.settings.recovery_stall_s,
+                max_restarts=rs.settings.recovery_max_restarts,
+            )
+            self.add_future(watch_recovery(self, progress, rs.metrics))
 
     def _new_consumer(self) -> ConsumerT:
         if self.batch_consumer:

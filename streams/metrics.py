@@ -71,9 +71,15 @@ DECISIONS = ("allow", "review", "block")
 DLQ_REASONS = tuple(REASONS)
 DRIFT_DETECTORS = ("score_distribution", "prequential_error")
 CASE_LABELS = ("fraud", "legit")
-DEGRADED_COMPONENTS = ("redis",)
+DEGRADED_COMPONENTS = ("redis", "table_recovery")
 ADAPTATION_TRIGGERS = ("new_cases", "timer", "drift", "manual")
-ADAPTATION_REJECTION_REASONS = ("ap_drop", "too_few_cases", "invalid_weights", "error")
+ADAPTATION_REJECTION_REASONS = (
+    "ap_drop",
+    "alert_rate",
+    "too_few_cases",
+    "invalid_weights",
+    "error",
+)
 MODEL_UPDATE_REJECTION_REASONS = (
     "bad_signature",
     "bad_hash",
@@ -212,6 +218,10 @@ class RiskstreamMetrics:
         )
         self.degraded = g(
             "degraded", "1 while a dependency is down and the worker runs degraded.", "component"
+        )
+        self.recovery_restarts = c(
+            "table_recovery_restarts_total",
+            "Card-state restores restarted because they stopped making progress.",
         )
 
         # --- model ----------------------------------------------------------------

@@ -172,6 +172,16 @@ class Settings(BaseSettings):
     producer_linger_s: float = Field(
         0.005, ge=0, description="RISKSTREAM_PRODUCER_LINGER_S: producer batching delay."
     )
+    recovery_stall_s: float = Field(
+        15.0,
+        gt=0,
+        description="RISKSTREAM_RECOVERY_STALL_S: state restore idle this long: restart it.",
+    )
+    recovery_max_restarts: int = Field(
+        3,
+        ge=0,
+        description="RISKSTREAM_RECOVERY_MAX_RESTARTS: then the worker exits for a restart.",
+    )
 
     # --- labels and adaptation --------------------------------------------------------
     feature_ttl_s: int = Field(
@@ -213,6 +223,14 @@ class Settings(BaseSettings):
         ),
     )
     adapt_inner_steps: int = Field(5, ge=0, description="RISKSTREAM_ADAPT_INNER_STEPS.")
+    adapt_max_alert_growth: float = Field(
+        4.0,
+        ge=1,
+        description=(
+            "RISKSTREAM_ADAPT_MAX_ALERT_GROWTH: a candidate that alerts on more than this many"
+            " times the current model's share of recent traffic (+1 point) is not published."
+        ),
+    )
     model_signing_key: SecretStr = Field(
         SecretStr("riskstream-dev-key-change-me"),
         description="RISKSTREAM_MODEL_SIGNING_KEY: HMAC-SHA256 key for model updates.",

@@ -469,12 +469,18 @@ def infrastructure() -> dict[str, Any]:
         ),
         panel(
             "state-timeline",
-            "Redis",
-            "1 (red) while a worker runs degraded without Redis.",
+            "Redis and card-state restore",
+            "Red while a worker runs without Redis, or while its card-state restore is stalled "
+            "(restore: restarts of the reading in the last 10 minutes).",
             [
                 q(
                     f'max by (instance) (riskstream_degraded{{component="redis", {W}}})',
-                    "{{instance}}",
+                    "{{instance}} redis",
+                ),
+                q(
+                    f"max by (instance) "
+                    f"(increase(riskstream_table_recovery_restarts_total{{{W}}}[10m]))",
+                    "{{instance}} restore",
                 ),
             ],
             w=12,

@@ -148,6 +148,13 @@ class WorkerProcess:
         except OSError:
             return ""
 
+    def dump_tasks(self, wait_s: float = 3.0) -> None:
+        """Ask the worker to log every thread's stack and asyncio task (mode's SIGUSR1),
+        for a test that found it stuck; the dump lands in :attr:`log_path`."""
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGUSR1)
+            time.sleep(wait_s)
+
     def kill(self) -> None:
         """SIGKILL, no cleanup (the crash under test)."""
         if self.alive():

@@ -200,6 +200,10 @@ def live(
             tmp / "state",
             tiny_model,
             adapt_min_new_cases=ADAPT_EVERY,
+            # The tiny model's candidates alert on 27-41 % of this stream (session 7), so
+            # the alert-share check (tested in test_adaptation_alert_guard.py) would keep
+            # every one back; this test needs published versions for the model panels.
+            adapt_max_alert_growth=1e6,
             alert_threshold=0.6,
             review_threshold=0.3,
             max_features=8,

@@ -120,10 +120,14 @@ def test_kill_9_one_worker_mid_stream_loses_nothing(
             scores = values(asyncio.run(read_topic(s, s.topic_scores, idle_s=2.0)))
             if wanted <= {v["tx_id"] for v in scores}:
                 break
+        else:
+            survivor.dump_tasks()  # stuck: its log now shows where
         alerts = values(asyncio.run(read_topic(s, s.topic_alerts, idle_s=2.0)))
         assert survivor.alive(), survivor.tail()
     scored = {v["tx_id"] for v in scores}
-    assert wanted <= scored, f"{len(wanted - scored)} transactions never scored"
+    assert wanted <= scored, (
+        f"{len(wanted - scored)} transactions never scored; survivor log: {survivor.log_path}"
+    )
     alert_ids = [a["tx_id"] for a in alerts]
     assert len(alert_ids) == len(set(alert_ids)), "duplicate alerts"
     # a transaction whose every score is at or above the threshold has its alert

@@ -20,7 +20,13 @@ from models.features.definitions import FeatureSchema
 from models.features.transform import FeatureTransform
 from models.matching import MatchingNetwork
 from streams.adaptation import AdaptationService
-from streams.adaptation_support import SupportPolicy, adapt, validate
+from streams.adaptation_support import (
+    ALERT_CHECK_ROWS,
+    SupportPolicy,
+    adapt,
+    alert_shares,
+    validate,
+)
 from streams.case_store import Case
 from streams.settings import Settings
 
@@ -169,3 +175,43 @@ def test_triggers() -> None:
     drift = {**idle, "t:adapt:drift": "prequential_error"}
     assert due(drift) is None  # nothing new to adapt to yet
     assert due({**drift, "t:cases:seq": 11}) == "drift"  # one new case is enough then
+
+
+def _traffic(seed: int = 1, n: int = 2_000) -> np.ndarray:
+    """Ordinary transactions of the toy world: the legit cloud."""
+    return np.random.default_rng(seed).normal(0.0, 1.0, size=(n, N)).astype(np.float32)
+
+
+def test_alert_share_check_passes_a_candidate_for_a_distinct_new_pattern() -> None:
+    base, cases, held_out = _world()
+    candidate = adapt(base, cases, strategy="refresh", policy=SupportPolicy.grouped())
+    traffic = np.vstack([_traffic(), held_out])  # the new pattern runs in the traffic too
+    shares = alert_shares(candidate, base, traffic, Settings().alert_threshold)
+    assert shares is not None and shares.n_rows == len(traffic)
+    assert shares.candidate > shares.current  # it does catch the pattern's transactions
+    assert shares.accepts(growth=Settings().adapt_max_alert_growth)
+
+
+def test_alert_share_check_refuses_a_candidate_that_alerts_on_ordinary_traffic() -> None:
+    base, _, _ = _world()
+    # "frauds" labelled at the centre of the legit cloud: the candidate flags their whole
+    # neighbourhood of ordinary transactions
+    rng = np.random.default_rng(7)
+    lookalikes = rng.normal(0.0, 0.2, size=(10, N))
+    cases = [
+        Case(f"odd{i}", 1, tuple(map(float, r)), 0.0, 0.0, 0.0, "analyst", "base", 0.1, seq=i + 1)
+        for i, r in enumerate(lookalikes)
+    ]
+    candidate = adapt(base, cases, strategy="refresh", policy=SupportPolicy.grouped())
+    shares = alert_shares(candidate, base, _traffic(), Settings().alert_threshold)
+    assert shares is not None
+    assert shares.candidate > shares.cap(Settings().adapt_max_alert_growth)
+    assert not shares.accepts(growth=Settings().adapt_max_alert_growth)
+
+
+def test_alert_share_check_needs_enough_traffic_to_judge() -> None:
+    base, cases, _ = _world()
+    candidate = adapt(base, cases, strategy="refresh")
+    assert alert_shares(candidate, base, _traffic(n=199), 0.8) is None
+    shares = alert_shares(candidate, base, _traffic(n=20_000), 0.8)
+    assert shares is not None and shares.n_rows == ALERT_CHECK_ROWS
