@@ -13,8 +13,11 @@ it refused all 24 candidates of a run (the first at AP 0.36 vs 0.97). The time o
 round is the slower worker's ``live_at`` minus the Kafka timestamp of the newest label
 (what each worker reports as ``label_to_live_s``), split into label → published (the
 version's ``created_at``) and published → live. A round whose candidate the validation
-refused publishes nothing and is counted, not timed; rounds go on until
-``--adaptations`` were published.
+refused publishes nothing and is counted, with its reason (``refused`` per round,
+``rejections_by_reason`` overall), not timed; rounds go on until ``--adaptations`` were
+published. Session 7, with the alert-share check: the first 11 of 44 rounds were refused
+for ``alert_rate`` (frauds of the stream's first days, on cards without history), 13
+later ones for ``ap_drop``.
 
 Prints a table, writes ``bench/results/label_to_live.json`` (key ``label_to_live_s``).
 Never asserts on time.
@@ -107,6 +110,17 @@ async def _live_or_refused(
     return version, live
 
 
+def rejection_reasons(procs: list[WorkerProcess]) -> dict[str, int]:
+    """Refused candidates by reason, summed over the workers (read before they stop)."""
+    counts: dict[str, int] = {}
+    for w in procs:
+        for _, labels, value in w.samples("riskstream_adaptation_rejections_total"):
+            if value:
+                reason = labels.get("reason", "?")
+                counts[reason] = counts.get(reason, 0) + int(value)
+    return dict(sorted(counts.items()))
+
+
 async def rounds(
     s: Settings,
     rows: Any,
@@ -117,6 +131,7 @@ async def rounds(
     rate: float,
     max_rounds: int,
     rejections: Callable[[], float],
+    reasons: Callable[[], dict[str, int]] = dict,
 ) -> list[dict[str, Any]]:
     """Label, wait for the new version in both workers, repeat; one dict per round."""
     sent = 0
@@ -156,10 +171,13 @@ async def rounds(
             if legits:
                 await send_labels(s, legits, label=0)
             refused_before = rejections()
+            reasons_before = reasons()
             labelled_at = await send_labels(s, frauds)
             version, live = await _live_or_refused(s, current, rejections, refused_before)
             if version is None or len(live) < 2:
-                out.append({"published": False, "labels_sent_at": labelled_at})
+                after = reasons()
+                why = sorted(k for k, v in after.items() if v > reasons_before.get(k, 0))
+                out.append({"published": False, "labels_sent_at": labelled_at, "refused": why})
                 continue
             made = await created_at(s, version)
             per_worker = sorted(float(i["label_to_live_s"]) for i in live.values())
@@ -228,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
                         rejections=lambda: sum(
                             w.metric("riskstream_adaptation_rejections_total") for w in procs
                         ),
+                        reasons=lambda: rejection_reasons(procs),
                     )
                 )
+                refused_by = rejection_reasons(procs)
             finally:
                 for w in procs:
                     w.stop()
@@ -253,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "published_to_live_s": {"p50": pct(to_live, 50), "p95": pct(to_live, 95)},
         "rounds": len(data),
         "rejected_rounds": len(data) - len(timed),
+        "rejections_by_reason": refused_by,
         "config": {"workers": 2, **vars(args)},
         "per_round": data,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -270,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         table.add_row(name, str(pct(arr, 50)), str(pct(arr, 95)), str(pct(arr, 100)))
     table.caption = (
-        f"{len(data)} rounds, {len(data) - len(timed)} candidates refused by validation; "
+        f"{len(data)} rounds, {len(data) - len(timed)} candidates refused by validation "
+        f"({', '.join(f'{k} {v}' for k, v in refused_by.items()) or 'none'}); "
         f"goal: p95 <= 2 s; wrote {RESULTS.relative_to(REPO)}"
     )
     console.print(table)

@@ -64,9 +64,10 @@ MIN_TRAFFIC_ROWS = 200
 #: Traffic rows each validation fold's pattern head is fitted on (the published head gets
 #: all of them): three folds on the whole sample tripled the time from label to live.
 VALIDATION_TRAFFIC_ROWS = 5_000
-#: Recent scored transactions the alert-share check scores (enough for a share of ~1 %
-#: to ±0.3 points, and a few hundred ms for both models).
-ALERT_CHECK_ROWS = 5_000
+#: Recent scored transactions the alert-share check scores: a share of ~1 % to ±0.45
+#: points (two standard errors), against a growth cap of 4x; 5,000 rows cost ~0.45 s more
+#: from label to live (bench_label_to_live, session 7), which was half of it.
+ALERT_CHECK_ROWS = 2_000
 #: The alert share a candidate may always reach: the current model's plus this, whatever
 #: the growth factor (a model that alerts on 0.1 % of traffic may still go to 1.1 %).
 ALERT_SHARE_MIN_RISE = 0.01

@@ -127,6 +127,23 @@ class WorkerProcess:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
+    def samples(self, name: str) -> list[tuple[str, dict[str, str], float]]:
+        """Every sample of the metric family ``name`` as (sample name, labels, value)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            text = self.metrics()
+        except OSError:
+            return []
+        base = name.removesuffix("_total")
+        return [
+            (sample.name, dict(sample.labels), float(sample.value))
+            for family in text_string_to_metric_families(text)
+            if family.name in (name, base)
+            for sample in family.samples
+            if sample.name == name
+        ]
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Until /metrics answers and the worker has joined its group."""
         deadline = time.monotonic() + timeout

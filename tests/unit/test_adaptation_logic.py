@@ -185,7 +185,7 @@ def _traffic(seed: int = 1, n: int = 2_000) -> np.ndarray:
 def test_alert_share_check_passes_a_candidate_for_a_distinct_new_pattern() -> None:
     base, cases, held_out = _world()
     candidate = adapt(base, cases, strategy="refresh", policy=SupportPolicy.grouped())
-    traffic = np.vstack([_traffic(), held_out])  # the new pattern runs in the traffic too
+    traffic = np.vstack([held_out, _traffic(n=1_500)])  # the new pattern runs in it too
     shares = alert_shares(candidate, base, traffic, Settings().alert_threshold)
     assert shares is not None and shares.n_rows == len(traffic)
     assert shares.candidate > shares.current  # it does catch the pattern's transactions
