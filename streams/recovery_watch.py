@@ -16,7 +16,7 @@ app starts (the first restore, at start, can stall too). On a stall,
 :func:`restart_reading` makes the consumer read again from where the restore stands: it
 seeks the lagging changelog partitions back to the last offset applied (Faust skips
 records it has seen), resumes them, and resumes flow and the fetcher if a rebalance left
-them stopped; from the second try on it also restarts the fetcher task. After
+them stopped, or its fetcher task if that one's loop has ended. After
 ``max_restarts`` tries without progress the worker crashes on purpose, so that its
 supervisor restarts it, instead of keeping its partitions unscored.
 
@@ -141,15 +141,12 @@ def task_stacks(limit: int = 4) -> str:
     return "\n".join(sorted(lines))
 
 
-async def restart_reading(
-    app: Any, lagging: dict[Any, tuple[int, int]], *, restart_fetcher: bool = False
-) -> None:
+async def restart_reading(app: Any, lagging: dict[Any, tuple[int, int]]) -> None:
     """Seek the lagging changelog partitions back to the restore's position; resume all.
 
-    ``restart_fetcher`` also stops and restarts Faust's fetcher task even if it looks
-    alive (the second try: a fetch loop wedged in an ``await`` is cancelled that way).
-    Stream records it may drop are safe: when the restore ends, Faust seeks the stream
-    partitions back to their committed offsets.
+    Faust's fetcher task is only started again if its loop has ended: cancelling a live
+    one during a rebalance crashes the worker (Faust's ``Fetcher._fetcher`` then calls
+    a supervisor it does not have; tried in session 7).
     """
     consumer = app.consumer
     # Resuming flow control empties the changelog queue, so it goes before the seek.
@@ -161,9 +158,9 @@ async def restart_reading(
     if not consumer.flow_active:
         consumer.resume_flow()
     fetcher = app._fetcher
-    if restart_fetcher or fetcher.state in ("crashed", "stopping", "shutdown"):
+    if fetcher.state == "shutdown":  # its loop ended: what Faust does before a restart
         await fetcher.stop()
-        fetcher.service_reset()  # what Faust does before restarting it after a rebalance
+        fetcher.service_reset()
     await fetcher.maybe_start()
 
 
@@ -195,7 +192,7 @@ async def check_restore(app: Any, progress: RecoveryProgress, metrics: Any) -> N
     log.warning(
         "restarting the restore's reading (%d of %d)", progress.restarts, progress.max_restarts
     )
-    await restart_reading(app, lagging, restart_fetcher=progress.restarts >= 2)
+    await restart_reading(app, lagging)
 
 
 async def watch_recovery(

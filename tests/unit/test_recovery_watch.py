@@ -117,7 +117,7 @@ def test_restart_reading_seeks_back_and_resumes_in_an_order_that_loses_nothing()
         "seek [(1, 10), (2, 0)]",  # Faust's restore position: last applied, or the start
         "resume [1, 2]",
         "resume_flow",
-        "fetcher stop",  # a fetcher whose loop ended is restarted, not just "started"
+        "fetcher stop",  # a fetcher whose loop ended is reset, then started
         "fetcher reset",
         "fetcher maybe_start",
     ]
@@ -139,19 +139,6 @@ def test_describe_names_each_lagging_partition_and_the_consumer_state() -> None:
     assert "changelog queue 0/4096" in line and "fetcher running" in line
 
 
-def test_the_second_try_restarts_a_fetcher_that_looks_alive() -> None:
-    calls = Calls()
-    app = fake_app(calls, flow=True, control=True, fetcher_state="running")
-    asyncio.run(restart_reading(app, {TP(CL, 3): (5, 9)}, restart_fetcher=True))
-    assert calls == [
-        "seek [(3, 5)]",
-        "resume [3]",
-        "fetcher stop",
-        "fetcher reset",
-        "fetcher maybe_start",
-    ]
-
-
 def test_task_stacks_show_where_each_task_waits_innermost_first() -> None:
     async def waits_here() -> None:
         await asyncio.sleep(5)
@@ -169,3 +156,32 @@ def test_task_stacks_show_where_each_task_waits_innermost_first() -> None:
 
     line = next(x for x in asyncio.run(main()).splitlines() if "stuck-one" in x)
     assert line.index("sleep (tasks.py") < line.index("waits_here (") < line.index("caller (")
+
+
+def test_check_restore_marks_the_worker_degraded_while_stalled_and_restarts_reading() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import RiskstreamMetrics
+    from streams.recovery_watch import check_restore
+
+    calls = Calls()
+    app = fake_app(calls, flow=True, control=True, fetcher_state="running")
+    tp = TP(CL, 0)
+    app.tables.recovery = SimpleNamespace(in_recovery=True, **vars(recovery({tp: 4}, {tp: 90})))
+    app.tables.recovery.active_remaining_total = lambda: 86
+    metrics = RiskstreamMetrics(CollectorRegistry())
+    progress = RecoveryProgress(stall_s=0.0, max_restarts=3)
+
+    def degraded() -> float | None:
+        return metrics.registry.get_sample_value(
+            "riskstream_degraded", {"component": "table_recovery"}
+        )
+
+    asyncio.run(check_restore(app, progress, metrics))  # first look: the clock starts
+    assert degraded() == 0 and calls == []
+    asyncio.run(check_restore(app, progress, metrics))  # no progress since: stalled
+    assert degraded() == 1 and calls == ["seek [(0, 4)]", "resume [0]", "fetcher maybe_start"]
+    assert metrics.registry.get_sample_value("riskstream_table_recovery_restarts_total") == 1
+    app.tables.recovery.active_remaining_total = lambda: 10  # reading again
+    asyncio.run(check_restore(app, progress, metrics))
+    assert degraded() == 0 and progress.restarts == 0

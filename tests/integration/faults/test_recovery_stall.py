@@ -3,7 +3,7 @@
 In a CI run on 2026-12-03 the survivor of a ``kill -9`` waited 90 s in Faust's restore
 of the card-state changelog with no event received, and a third of the stream went
 unscored. Here a real worker (real Kafka, real Valkey) restores a real changelog while a
-``sitecustomize`` module (:data:`DROP_CHANGELOG_ONCE`, on the worker's PYTHONPATH only)
+``sitecustomize`` module (:data:`DROP_CHANGELOG_EVENTS`, on the worker's PYTHONPATH only)
 drops each changelog event on its first delivery: the consumer's position moves past
 them, and Faust alone waits forever with the same log lines as that CI run. The worker's
 watchdog (``streams/recovery_watch.py``) must see the stall, seek back, finish the
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fault_helpers import gauge, wait_until
 from pipeline_helpers import WorkerProcess, pipeline_settings, read_topic, values, wire_source
 
 from streams.producer import produce_transactions
@@ -27,26 +28,29 @@ from streams.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-#: Written to the test's tmp folder as ``sitecustomize.py`` (never imported by pytest).
-DROP_CHANGELOG_ONCE = """
+#: Written to the test's tmp folder as ``sitecustomize.py`` (never imported by pytest),
+#: after ``DROPS = n``: each changelog event is dropped on its first ``n`` deliveries.
+DROP_CHANGELOG_EVENTS = """
+from collections import Counter
+
 from mode.utils import queues
 
 _deliver = queues.FlowControlQueue.put_nowait_enhanced
-_dropped = set()
+_dropped = Counter()
 
 
-def _drop_once(self, value, **kwargs):
+def _drop(self, value, **kwargs):
     message = getattr(value, "message", None)
     topic = getattr(message, "topic", "") or ""
     if topic.endswith("card-state-changelog"):
         seen = (topic, message.partition, message.offset)
-        if seen not in _dropped:
-            _dropped.add(seen)
+        if _dropped[seen] < DROPS:
+            _dropped[seen] += 1
             return False
     return _deliver(self, value, **kwargs)
 
 
-queues.FlowControlQueue.put_nowait_enhanced = _drop_once
+queues.FlowControlQueue.put_nowait_enhanced = _drop
 """
 
 
@@ -72,11 +76,12 @@ def write_changelog(s: Settings, rows: list[tuple[dict[str, Any], int | None]], 
         writer.stop()
 
 
-def restorer(s: Settings, tmp: Path) -> WorkerProcess:
-    """A new worker that restores that state and loses every changelog event once."""
+def restorer(s: Settings, tmp: Path, drops: int = 1) -> WorkerProcess:
+    """A new worker that restores that state and loses every changelog event ``drops``
+    times."""
     inject = tmp / "inject"
     inject.mkdir(exist_ok=True)
-    (inject / "sitecustomize.py").write_text(DROP_CHANGELOG_ONCE)
+    (inject / "sitecustomize.py").write_text(f"DROPS = {drops}\n" + DROP_CHANGELOG_EVENTS)
     pythonpath = os.pathsep.join([str(inject), os.environ.get("PYTHONPATH", "")])
     return WorkerProcess(s, tmp / "restorer.log", PYTHONPATH=pythonpath)
 
@@ -113,6 +118,39 @@ def test_a_stalled_restore_is_restarted_and_the_worker_scores_on(
     assert re.search(r"card-state-changelog\[\d\] applied -?\d+ of \d+", report)
     assert "fetcher running" in report
     assert "Recovery._slurp_changelogs" in report  # the restore's task, and where it waits
+
+
+def test_a_restore_that_stalls_again_is_restarted_again(
+    settings: Any, tiny_model: Path, tmp_path: Path
+) -> None:
+    # Every event lost twice: the first restart's re-read is lost too, so the second
+    # try is the one that must work (and the count of tries starts again afterwards).
+    s = pipeline_settings(settings, tiny_model, recovery_stall_s=3.0)
+    source = wire_source(1_500, seed=31)
+    first, later = source[:1_000], source[1_000:]
+    write_changelog(s, first, tmp_path)
+    worker = restorer(s, tmp_path, drops=2)
+    try:
+        wait_for("restarting the restore's reading (2 of", worker, timeout=120)
+        wait_for("Done reading from changelog topics", worker, timeout=60)
+        worker.wait_ready()
+        assert worker.metric("riskstream_table_recovery_restarts_total") == 2
+        # out of the degraded state once the restore is done (the watcher looks every 2 s)
+        assert wait_until(
+            lambda: gauge(worker, "riskstream_degraded", component="table_recovery") == 0, 10
+        )
+        asyncio.run(produce_transactions(s, later))
+        wanted = {tx["tx_id"] for tx, _ in source}
+        deadline = time.monotonic() + 60
+        ids: set[str] = set()
+        while time.monotonic() < deadline and not wanted <= ids:
+            ids = {v["tx_id"] for v in values(asyncio.run(read_topic(s, s.topic_scores)))}
+        assert worker.alive(), worker.tail()
+    finally:
+        worker.stop()
+    assert wanted <= ids, f"{len(wanted - ids)} transactions never scored"
+    log = worker.log_path.read_text(errors="replace")
+    assert "restarting the restore's reading (3 of" not in log
 
 
 def test_without_restarts_a_stalled_restore_stops_the_worker_with_a_reason(
