@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_helpers import gauge, wait_until
-from pipeline_helpers import WorkerProcess, pipeline_settings, read_topic, values, wire_source
+from fault_helpers import gauge, wait_all_scored, wait_until
+from pipeline_helpers import WorkerProcess, pipeline_settings, read_topic, wire_source
 
 from streams.producer import produce_transactions
 from streams.settings import Settings
@@ -104,10 +104,7 @@ def test_a_stalled_restore_is_restarted_and_the_worker_scores_on(
         # it scores on: every transaction of the rest of the stream gets its score
         asyncio.run(produce_transactions(s, later))
         wanted = {tx["tx_id"] for tx, _ in source}
-        deadline = time.monotonic() + 60
-        ids: set[str] = set()
-        while time.monotonic() < deadline and not wanted <= ids:
-            ids = {v["tx_id"] for v in values(asyncio.run(read_topic(s, s.topic_scores)))}
+        ids = {v["tx_id"] for v in wait_all_scored(s, wanted, [worker], timeout=60)}
         assert worker.alive(), worker.tail()
     finally:
         worker.stop()
@@ -141,10 +138,7 @@ def test_a_restore_that_stalls_again_is_restarted_again(
         )
         asyncio.run(produce_transactions(s, later))
         wanted = {tx["tx_id"] for tx, _ in source}
-        deadline = time.monotonic() + 60
-        ids: set[str] = set()
-        while time.monotonic() < deadline and not wanted <= ids:
-            ids = {v["tx_id"] for v in values(asyncio.run(read_topic(s, s.topic_scores)))}
+        ids = {v["tx_id"] for v in wait_all_scored(s, wanted, [worker], timeout=60)}
         assert worker.alive(), worker.tail()
     finally:
         worker.stop()
