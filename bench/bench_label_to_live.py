@@ -114,7 +114,7 @@ def rejection_reasons(procs: list[WorkerProcess]) -> dict[str, int]:
     """Refused candidates by reason, summed over the workers (read before they stop)."""
     counts: dict[str, int] = {}
     for w in procs:
-        for _, labels, value in w.samples("riskstream_adaptation_rejections_total"):
+        for labels, value in w.samples("riskstream_adaptation_rejections_total"):
             if value:
                 reason = labels.get("reason", "?")
                 counts[reason] = counts.get(reason, 0) + int(value)

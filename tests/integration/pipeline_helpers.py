@@ -115,34 +115,29 @@ class WorkerProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:  # noqa: S310
             return r.read().decode()
 
-    def metric(self, name: str) -> float:
-        """Sum of a metric's samples named exactly ``name`` (0 if absent or unreachable)."""
-        try:
-            text = self.metrics()
-        except OSError:
-            return 0.0
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    def samples(self, name: str) -> list[tuple[str, dict[str, str], float]]:
-        """Every sample of the metric family ``name`` as (sample name, labels, value)."""
+    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """Every sample named exactly ``name`` (a counter's ``x_total``, a histogram's
+        ``x_count``...) as (labels, value); none if the worker is unreachable."""
         from prometheus_client.parser import text_string_to_metric_families
 
         try:
             text = self.metrics()
         except OSError:
             return []
-        base = name.removesuffix("_total")
         return [
-            (sample.name, dict(sample.labels), float(sample.value))
+            (dict(sample.labels), float(sample.value))
             for family in text_string_to_metric_families(text)
-            if family.name in (name, base)
             for sample in family.samples
             if sample.name == name
         ]
+
+    def metric(self, name: str) -> float:
+        """Sum of the samples named ``name`` over all labels (0 if absent or unreachable)."""
+        return sum(value for _, value in self.samples(name))
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        """The sample named ``name`` with exactly these labels (None if absent)."""
+        return next((v for have, v in self.samples(name) if have == labels), None)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Until /metrics answers and the worker has joined its group."""

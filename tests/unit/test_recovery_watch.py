@@ -185,3 +185,42 @@ def test_check_restore_marks_the_worker_degraded_while_stalled_and_restarts_read
     app.tables.recovery.active_remaining_total = lambda: 10  # reading again
     asyncio.run(check_restore(app, progress, metrics))
     assert degraded() == 0 and progress.restarts == 0
+
+
+async def test_the_watch_reads_what_the_real_faust_objects_have() -> None:
+    # The watch reads private faust-streaming 0.15.3 attributes (consumer partition sets,
+    # the app's fetcher, the changelog queue, the recovery's offsets); the fakes above
+    # mirror them, so an upgrade that renames one must fail here, not in the first stall.
+    from prometheus_client import CollectorRegistry
+    from streams_fakes import small_scorer
+
+    from streams.app import create_app
+    from streams.metrics import RiskstreamMetrics
+    from streams.recovery_watch import check_restore
+    from streams.settings import Settings
+
+    app = create_app(Settings(app_id="unit-recovery-watch"), scorer=small_scorer())
+    recovery = app.tables.recovery
+    assert behind(recovery) == {} and not recovery.in_recovery
+    assert recovery.active_remaining_total() == 0
+    line = describe(app, {TP(CL, 3): (7, 40)})
+    assert f"{CL}[3] applied 7 of 40 (not-active)" in line
+    assert "flow control" in line and "changelog queue 0/" in line and "fetcher init" in line
+    consumer, fetcher = app.consumer, app._fetcher
+    for obj, names in (
+        (consumer, ("seek_wait", "resume_partitions", "resume_flow")),
+        (fetcher, ("stop", "service_reset", "maybe_start")),
+        (app.flow_control, ("resume", "is_active")),
+    ):
+        for name in names:
+            assert callable(getattr(obj, name)), name
+    assert isinstance(consumer.flow_active, bool)
+    metrics = RiskstreamMetrics(CollectorRegistry())
+    progress = RecoveryProgress(stall_s=0.0, max_restarts=0)
+    for _ in range(2):  # not restoring: never stalled, even with no patience at all
+        await check_restore(app, progress, metrics)
+    assert progress.restarts == 0
+    assert (
+        metrics.registry.get_sample_value("riskstream_degraded", {"component": "table_recovery"})
+        == 0
+    )

@@ -70,21 +70,6 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def gauge(worker: WorkerProcess, name: str, **labels: str) -> float | None:
-    """One sample of a metric on ``worker`` (None when absent or the worker is unreachable)."""
-    try:
-        text = worker.metrics()
-    except OSError:
-        return None
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    wanted = f"{name}{{{want}}}" if want else name
-    for line in text.splitlines():
-        sample, _, value = line.rpartition(" ")
-        if sample == wanted:
-            return float(value)
-    return None
-
-
 async def send_labels(
     settings: Settings, labels: Iterable[tuple[str, int]], rate: float | None = None
 ) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_helpers import gauge, wait_all_scored, wait_until
+from fault_helpers import wait_all_scored, wait_until
 from pipeline_helpers import WorkerProcess, pipeline_settings, read_topic, wire_source
 
 from streams.producer import produce_transactions
@@ -134,7 +134,7 @@ def test_a_restore_that_stalls_again_is_restarted_again(
         assert worker.metric("riskstream_table_recovery_restarts_total") == 2
         # out of the degraded state once the restore is done (the watcher looks every 2 s)
         assert wait_until(
-            lambda: gauge(worker, "riskstream_degraded", component="table_recovery") == 0, 10
+            lambda: worker.sample("riskstream_degraded", component="table_recovery") == 0, 10
         )
         asyncio.run(produce_transactions(s, later))
         wanted = {tx["tx_id"] for tx, _ in source}

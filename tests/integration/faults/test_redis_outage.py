@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis
-from fault_helpers import gauge, send_labels, wait_all_scored, wait_until
+from fault_helpers import send_labels, wait_all_scored, wait_until
 from pipeline_helpers import pipeline_settings, wire_source, workers
 
 from streams.producer import produce_transactions
@@ -54,7 +54,7 @@ def test_redis_outage_keeps_scoring_and_loses_no_label(
         worker.wait_ready()
         asyncio.run(produce_transactions(s, warmup))
         wait_all_scored(s, {tx["tx_id"] for tx, _ in warmup}, [worker], timeout=60)
-        assert gauge(worker, DEGRADED, component="redis") in (None, 0.0)
+        assert worker.sample(DEGRADED, component="redis") in (None, 0.0)
 
         def outage() -> None:
             time.sleep(3.0)
@@ -63,7 +63,7 @@ def test_redis_outage_keeps_scoring_and_loses_no_label(
             # labels flow during the outage
             asyncio.run(send_labels(s, labelled, rate=200))
             while time.time() < window["down"] + OUTAGE_S:
-                if gauge(worker, DEGRADED, component="redis") == 1.0:
+                if worker.sample(DEGRADED, component="redis") == 1.0:
                     seen_degraded.append(time.time())
                 time.sleep(0.5)
             window["labels_done"] = time.time()
@@ -79,7 +79,7 @@ def test_redis_outage_keeps_scoring_and_loses_no_label(
         assert window["labels_done"] <= window["up"]
         everything = {tx["tx_id"] for tx, _ in warmup + stream}
         scores = wait_all_scored(s, everything, [worker], timeout=120)
-        recovered = wait_until(lambda: gauge(worker, DEGRADED, component="redis") == 0.0, 30)
+        recovered = wait_until(lambda: worker.sample(DEGRADED, component="redis") == 0.0, 30)
         client = redis.Redis.from_url(private_valkey.url)
         fraud_key, legit_key = f"{s.app_id}:cases:fraud", f"{s.app_id}:cases:legit"
 
