@@ -1,6 +1,14 @@
 # riskstream — every target bootstraps what it needs; see `make help`.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+# .venv's interpreter: a distribution's python3.11 when it can make venvs, else the first
+# python3.11 on PATH (PYTHON=... overrides). Debian's and Ubuntu's are built with PGO and
+# LTO, like the official images the Dockerfile uses; a pyenv build without
+# --enable-optimizations ran the worker ~19 % and raw aiokafka ~27 % slower (see
+# docs/PERFORMANCE.md, "Session 8").
+ifndef PYTHON
+PYTHON := $(shell for p in /usr/bin/python3.11 /usr/local/bin/python3.11; do \
+	$$p -c 'import ensurepip, venv' >/dev/null 2>&1 && { echo $$p; exit; }; done; echo python3.11)
+endif
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
