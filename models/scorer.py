@@ -125,6 +125,7 @@ class Scorer:
                 groups = np.unique(self.support.group[fraud])
                 cols = [fraud & (self.support.group == g) for g in groups]
                 self._mass = np.stack([~fraud, *cols], axis=1).astype(np.float32)
+        self._shifted = _bound_shifted(self._g_over_tau, self._bias, tau)
 
     def with_support(
         self,
@@ -159,18 +160,31 @@ class Scorer:
         with torch.no_grad():
             return self.model.embed_query(torch.from_numpy(z), self._g_raw).numpy()
 
-    def _logits(self, features: np.ndarray) -> np.ndarray:
-        logits = self._query_embeddings(features) @ self._g_over_tau
-        if self._bias is not None:
-            logits += self._bias
-        return logits
+    def _weights(self, q: np.ndarray) -> np.ndarray:
+        """Unnormalized attention ``exp(logit - shift)`` of query embeddings ``q`` [B, D].
+
+        Scores and explanation weights are ratios of these, so any per-row shift at or
+        above the row's largest logit gives the same results. With :attr:`_shifted` the
+        shift is the bound of every logit, folded into one matrix product (see
+        :func:`_bound_shifted`); otherwise it is each row's maximum (two more passes over
+        the ``[B, S]`` block, plus one for the bias).
+        """
+        if self._shifted is not None:
+            q1 = np.empty((q.shape[0], q.shape[1] + 1), dtype=np.float32)
+            q1[:, :-1] = q
+            q1[:, -1] = 1.0
+            logits = q1 @ self._shifted
+        else:
+            logits = q @ self._g_over_tau
+            if self._bias is not None:
+                logits += self._bias
+            logits -= logits.max(axis=1, keepdims=True)
+        return _exp_(logits)
 
     def score_only(self, features: np.ndarray) -> np.ndarray:
         """``p(fraud)`` of each row, without explanations."""
-        logits = self._logits(features)
-        logits -= logits.max(axis=1, keepdims=True)
-        _exp_(logits)
-        return self._with_head(features, self._probability(logits)[0])
+        weights = self._weights(self._query_embeddings(features))
+        return self._with_head(features, self._probability(weights)[0])
 
     def score_standardized(self, z: np.ndarray) -> np.ndarray:
         """The network's ``p(fraud)`` of already standardized rows, never a pattern head's
@@ -181,12 +195,7 @@ class Scorer:
             return np.concatenate(
                 [self.score_standardized(z[i : i + block]) for i in range(0, z.shape[0], block)]
             )
-        logits = self._embed_standardized(z) @ self._g_over_tau
-        if self._bias is not None:
-            logits += self._bias
-        logits -= logits.max(axis=1, keepdims=True)
-        _exp_(logits)
-        return self._probability(logits)[0]
+        return self._probability(self._weights(self._embed_standardized(z)))[0]
 
     def _with_head(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """The pattern head's combined score when the artifact has one, else ``scores``."""
@@ -247,15 +256,13 @@ class Scorer:
         if features.shape[0] == 0:
             empty = np.zeros((0, k))
             return np.zeros(0, dtype=np.float32), empty.astype(np.intp), empty
-        logits = self._logits(features)
-        logits -= logits.max(axis=1, keepdims=True)
-        _exp_(logits)
-        scores, total = self._probability(logits)
+        weights = self._weights(self._query_embeddings(features))
+        scores, total = self._probability(weights)
         scores = self._with_head(features, scores)
         if k == 0:
             empty = np.zeros((len(scores), 0))
             return scores, empty.astype(np.intp), empty
-        top, top_w = _top_k(logits, k)
+        top, top_w = _top_k(weights, k)
         return scores, top, (top_w / total[:, None]).astype(np.float64)
 
     def score_batch(self, features: np.ndarray) -> tuple[np.ndarray, list[Explanation]]:
@@ -268,6 +275,37 @@ class Scorer:
             for row, wrow in zip(top.tolist(), weights.tolist(), strict=True)
         ]
         return scores, explanations
+
+
+#: The widest logit range shifted by a bound instead of each row's max: every attention
+#: weight stays >= exp(-60) ~ 9e-27, so a row's total never nears ``_probability``'s 1e-30
+#: floor and no weight is lost to float32 underflow (the default model spans ~23).
+_MAX_SHIFTED_SPAN = 60.0
+
+
+def _bound_shifted(
+    g_over_tau: np.ndarray, bias: np.ndarray | None, tau: float
+) -> np.ndarray | None:
+    """``[D + 1, S]``: ``g / τ`` with a last row ``bias - (1/τ + max bias)``, or None.
+
+    Query and support embeddings are unit vectors (or zero), so every logit ``q·g/τ + b``
+    lies within ``±1/τ`` of the bias; ``1/τ + max(b)`` is at or above any row's largest
+    logit. A query with a last column of ones times this matrix is the shifted logits in
+    one product. None when the logits span more than :data:`_MAX_SHIFTED_SPAN`: then the
+    row maximum is subtracted as usual.
+
+    >>> g = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32) / 0.1  # [D, S], τ = 0.1
+    >>> m = _bound_shifted(g, np.array([-1.0, -2.0], dtype=np.float32), 0.1)
+    >>> m[-1].tolist()  # bias - (10 + (-1))
+    [-10.0, -11.0]
+    >>> _bound_shifted(g, None, 0.01) is None  # spans 200
+    True
+    """
+    b = np.zeros(g_over_tau.shape[1], dtype=np.float32) if bias is None else bias
+    if 2.0 / tau + float(b.max() - b.min()) > _MAX_SHIFTED_SPAN:
+        return None
+    last = (b - (1.0 / tau + float(b.max()))).astype(np.float32)
+    return np.ascontiguousarray(np.vstack([g_over_tau, last[None, :]]), dtype=np.float32)
 
 
 _TORCH_EXP_MIN = 16_384  # elements: 8 rows of a 2,000-case support set

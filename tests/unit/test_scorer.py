@@ -18,11 +18,15 @@ from models.scorer import Scorer
 F = len(FEATURE_NAMES)
 
 
-def parts(fce: bool = False) -> tuple[MatchingNetwork, FeatureTransform, SupportSet, np.ndarray]:
+def parts(
+    fce: bool = False, temperature: float = 0.1
+) -> tuple[MatchingNetwork, FeatureTransform, SupportSet, np.ndarray]:
     torch.manual_seed(1)
     rng = np.random.default_rng(1)
     X = rng.gamma(2.0, 10.0, size=(300, F)).astype(np.float32)
-    net = MatchingNetwork(Encoder(F, hidden=(16,), emb_dim=8), temperature=0.1, fce=fce).eval()
+    net = MatchingNetwork(
+        Encoder(F, hidden=(16,), emb_dim=8), temperature=temperature, fce=fce
+    ).eval()
     tr = FeatureTransform.fit(X, names=FEATURE_NAMES)
     y = (np.arange(40) < 8).astype(np.float32)
     support = SupportSet.build(X[:40], y, [f"case-{i}" for i in range(40)])
@@ -55,6 +59,21 @@ def test_scores_and_explanations_match_the_torch_model(fce: bool) -> None:
         np.testing.assert_allclose(weights, att[row][best], atol=1e-5)
         for (case_id, label, _), j in zip(expl, best, strict=True):
             assert case_id == f"case-{j}" and label == int(support.y[j])
+
+
+@pytest.mark.parametrize(("temperature", "shifted"), [(0.1, True), (0.015, False)])
+def test_bound_shift_and_row_max_shift_give_the_torch_models_scores(
+    temperature: float, shifted: bool
+) -> None:
+    # τ = 0.015 spans 133 in logits: past the bound shift's limit, so each row's max is used
+    net, tr, support, X = parts(temperature=temperature)
+    scorer = Scorer(net, tr, support, version="v1", top_k=2)
+    assert (scorer._shifted is not None) is shifted
+    ref, att = torch_scores(net, tr, support, X[:64])
+    scores, top, weights = scorer.score_batch_top(X[:64])
+    np.testing.assert_allclose(scores, ref, atol=1e-5)
+    np.testing.assert_allclose(weights, np.take_along_axis(att, top, axis=1), atol=1e-5)
+    assert (top[:, 0] == att.argmax(axis=1)).all()
 
 
 def test_single_vector_empty_batch_and_no_explanations() -> None:
