@@ -243,9 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                         legit=args.legit,
                         rate=args.rate,
                         max_rounds=10 * args.adaptations,
-                        rejections=lambda: sum(
-                            w.metric("riskstream_adaptation_rejections_total") for w in procs
-                        ),
+                        rejections=lambda: sum(rejection_reasons(procs).values()),
                         reasons=lambda: rejection_reasons(procs),
                     )
                 )

@@ -86,6 +86,17 @@ def restorer(s: Settings, tmp: Path, drops: int = 1) -> WorkerProcess:
     return WorkerProcess(s, tmp / "restorer.log", PYTHONPATH=pythonpath)
 
 
+def score_the_rest(
+    s: Settings, worker: WorkerProcess, source: list[Any], later: list[Any]
+) -> tuple[set[str], set[str]]:
+    """Produce ``later``; (every tx_id of ``source``, the ids scored), the worker alive."""
+    asyncio.run(produce_transactions(s, later))
+    wanted = {tx["tx_id"] for tx, _ in source}
+    ids = {v["tx_id"] for v in wait_all_scored(s, wanted, [worker], timeout=60)}
+    assert worker.alive(), worker.tail()
+    return wanted, ids
+
+
 def test_a_stalled_restore_is_restarted_and_the_worker_scores_on(
     settings: Any, tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -102,10 +113,7 @@ def test_a_stalled_restore_is_restarted_and_the_worker_scores_on(
         assert worker.metric("riskstream_table_recovery_restarts_total") >= 1
 
         # it scores on: every transaction of the rest of the stream gets its score
-        asyncio.run(produce_transactions(s, later))
-        wanted = {tx["tx_id"] for tx, _ in source}
-        ids = {v["tx_id"] for v in wait_all_scored(s, wanted, [worker], timeout=60)}
-        assert worker.alive(), worker.tail()
+        wanted, ids = score_the_rest(s, worker, source, later)
     finally:
         worker.stop()
     assert wanted <= ids, f"{len(wanted - ids)} transactions never scored"
@@ -136,10 +144,7 @@ def test_a_restore_that_stalls_again_is_restarted_again(
         assert wait_until(
             lambda: worker.sample("riskstream_degraded", component="table_recovery") == 0, 10
         )
-        asyncio.run(produce_transactions(s, later))
-        wanted = {tx["tx_id"] for tx, _ in source}
-        ids = {v["tx_id"] for v in wait_all_scored(s, wanted, [worker], timeout=60)}
-        assert worker.alive(), worker.tail()
+        wanted, ids = score_the_rest(s, worker, source, later)
     finally:
         worker.stop()
     assert wanted <= ids, f"{len(wanted - ids)} transactions never scored"
@@ -156,10 +161,9 @@ def test_without_restarts_a_stalled_restore_stops_the_worker_with_a_reason(
     write_changelog(s, wire_source(1_000, seed=29), tmp_path)
     worker = restorer(s, tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while worker.alive() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not worker.alive(), "the stalled worker kept running"
+        assert wait_until(lambda: not worker.alive(), 90, step=0.5), (
+            "the stalled worker kept running"
+        )
         assert worker.proc.returncode != 0
     finally:
         worker.stop()
