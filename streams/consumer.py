@@ -5,30 +5,35 @@ the conductor's lock and queue, a stream iteration and an ack per message, 70–
 of framework time per event (ANCHORS.md), which caps a worker near 12k events/s. This
 consumer keeps everything else of Faust (group membership and the partition assignor,
 table changelogs and recovery, offset commits, rebalancing, other agents' topics) and
-changes one thing: records of the *batch topics* fetched by ``getmany`` go to a
+changes two things. Records of the *batch topics* fetched by ``getmany`` go to a
 :class:`~streams.runner.BatchRunner` in one call instead of one by one through the
 conductor. Offsets are acknowledged in Faust's own bookkeeping when the runner says
 they are settled, so Faust's commit logic (producer flush, then commit) is unchanged.
+And aiokafka runs on the worker's event loop instead of in Faust's consumer thread
+(:class:`InLoopConsumerThread`).
 
 On revocation and shutdown the runner is drained first (batch finished, state flushed,
 outputs delivered, offsets acknowledged) and the offsets committed while the partitions
 are still ours, so a rebalance does not replay already scored transactions.
 
-Built for faust-streaming 0.15.3 (pinned); ``tests/unit/test_score_agent.py`` checks
-the internals it relies on.
+Built for faust-streaming 0.15.3 and mode-streaming 0.7.1 (pinned);
+``tests/unit/test_score_agent.py`` and ``tests/unit/test_inloop_consumer.py`` check the
+internals it relies on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 from faust.types import TP
-from mode.utils.futures import notify
+from mode.threads import QueueServiceThread
+from mode.utils.futures import maybe_async, notify
 
 from streams.pipeline import InputRecord
 from streams.runner import BatchRunner
@@ -52,6 +57,72 @@ class BatchConsumerThread(AIOKafkaConsumerThread):
         return consumer
 
 
+class InLoopServiceThread(QueueServiceThread):
+    """A mode ``QueueServiceThread`` that runs as a task on its parent's event loop.
+
+    Put it first in the bases of a ``QueueServiceThread`` subclass. mode's life cycle
+    keeps its order (``start`` returns once ``_serve`` runs the service; ``stop`` ends
+    ``_serve``, which stops the children and sets the shutdown event), only without the
+    thread: ``call_thread`` is a plain ``await``, and nothing the loop runs besides the
+    service is cancelled when it stops.
+
+    >>> import asyncio
+    >>> class Echo(InLoopServiceThread):
+    ...     async def echo(self, x): return await self.call_thread(lambda: x)
+    >>> async def main():
+    ...     echo = Echo(loop=asyncio.get_running_loop())
+    ...     await echo.start()
+    ...     try:
+    ...         return await echo.echo(7), echo.thread_loop is asyncio.get_running_loop()
+    ...     finally:
+    ...         await echo.stop()
+    >>> asyncio.run(main())
+    (7, True)
+    """
+
+    _serving: asyncio.Future[None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        loop = kwargs.get("loop") or asyncio.get_event_loop()
+        kwargs["loop"] = loop
+        kwargs["thread_loop"] = loop  # one loop: the parent's
+        super().__init__(*args, **kwargs)
+
+    async def start(self) -> None:
+        """Start the service on this loop; returns once it runs (as the thread's does)."""
+        if self._thread_started.is_set():
+            raise RuntimeError(f"{self.label} started twice")
+        self._thread_started.set()
+        self._thread_running = self.parent_loop.create_future()
+        self._serving = asyncio.ensure_future(self._serve())
+        try:
+            if not self.should_stop:
+                await self._thread_running  # set by _serve, or failed by crash()
+        finally:
+            self._thread_running = None
+
+    async def call_thread(self, fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fun`` "in the service's thread", which is this loop: just run it (callers
+        pass coroutine functions and plain ones, as mode's method queue allows)."""
+        return await maybe_async(fun(*args, **kwargs))
+
+    async def _gather_remaining_tasks(self) -> None:
+        """mode cancels every task left on the thread's loop when the thread ends; that
+        loop is the parent's here, and its tasks are not this service's to cancel."""
+
+
+class InLoopConsumerThread(InLoopServiceThread, BatchConsumerThread):
+    """The worker's Kafka consumer on the worker's own event loop (no consumer thread).
+
+    Faust runs aiokafka in a second thread with its own event loop, and every call
+    (``getmany`` once per fetch, commits, seeks) crosses over through a method queue
+    and a future. Both threads run Python: the consumer's fetch and record decoding
+    compete with the score path for the GIL, a thread that wants the GIL back waits up
+    to the interpreter's switch interval (5 ms), and two event loops wake for the same
+    work. On one loop a fetch is handed over by a plain ``await``.
+    """
+
+
 class BatchConsumer(AIOKafkaFaustConsumer):
     """Faust's aiokafka consumer with a batch path for some topics (see module doc)."""
 
@@ -59,7 +130,7 @@ class BatchConsumer(AIOKafkaFaustConsumer):
     runner: BatchRunner | None = None
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
-        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        return InLoopConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
