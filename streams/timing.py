@@ -5,7 +5,7 @@ The ``latency_ms`` of a score record is one number: the input record's Kafka tim
 splits it in three, per transaction, for the last ``every_s`` seconds:
 
 * ``fetch``: timestamp → the consumer handed the fetched records over (producer linger,
-  broker, fetch long-poll, the consumer thread's hand-over to the main loop);
+  broker, fetch long-poll, and the main loop being busy before it read the fetch);
 * ``queue``: → the micro-batch's processing started (waiting for the batches ahead of
   it: the runner processes one at a time);
 * ``work``: → scored (validate, features, terminal fetch, model).
