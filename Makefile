@@ -12,6 +12,9 @@ endif
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The score path's compiled kernels (streams/native): rebuilt when their sources change.
+NATIVE := $(VENV)/.native
+NATIVE_SRC := setup.py $(wildcard streams/native/*.pyx streams/native/*.pxi)
 export OPENBLAS_NUM_THREADS ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
@@ -23,13 +26,22 @@ help: ## list every target with one line each
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (riskstream needs Python 3.11)"; exit 1; }
+	@PYTHON=$(PYTHON) bash ops/bootstrap-system.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24" "setuptools>=77"
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
-bootstrap: $(STAMP) ## create .venv, install riskstream, system tools and the Kafka jars (cached)
-	@bash ops/bootstrap-system.sh
+# pip's editable install above compiles the kernels; this rebuilds them only when
+# streams.native finds them missing or older than their sources.
+$(NATIVE): $(STAMP) $(NATIVE_SRC)
+	@$(PY) -c "import streams.native as n, sys; sys.exit(not n.AVAILABLE)" 2>/dev/null \
+	  || $(PY) -m pip install -q --no-deps -e .
+	@$(PY) -c "import streams.native as n; print('score path kernels:', 'built' if n.AVAILABLE else n.MISSING)"
+	@touch $(NATIVE)
+
+bootstrap: $(STAMP) $(NATIVE) ## create .venv, install riskstream, system tools and the Kafka jars (cached)
+	@PYTHON=$(PYTHON) bash ops/bootstrap-system.sh
 	@$(PY) -m streams.services.kafka fetch
 
 demo: bootstrap ## run the whole system end to end on embedded Kafka + Valkey, print a summary
@@ -71,6 +83,7 @@ down: $(STAMP) ## stop what `make up` started
 status: $(STAMP) ## show the services' addresses, pids and health
 	$(VENV)/bin/riskstream status
 
-clean: ## remove .venv and local state (keeps the shared Kafka jar cache)
+clean: ## remove .venv, the compiled kernels and local state (keeps the Kafka jar cache)
 	-$(VENV)/bin/riskstream down 2>/dev/null
-	rm -rf $(VENV) .riskstream .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .riskstream .pytest_cache .mypy_cache .ruff_cache build
+	rm -f streams/native/*.c streams/native/*.so

@@ -14,6 +14,7 @@ the batch hook of :mod:`streams.consumer` for ``transactions``.
 from __future__ import annotations
 
 import gc
+import logging
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import faust
 from faust.types.transports import ConsumerT
 
-from streams import adaptive, lag
+from streams import adaptive, lag, native
 from streams.agents import labels as labels_agent
 from streams.agents import score as score_agent
 from streams.alert_dedupe import AlertClaims
@@ -39,6 +40,8 @@ from streams.settings import Settings
 from streams.tables import CardStates, define_card_table
 from streams.terminal_store import TerminalStore
 from streams.topics import Topics, define_topics
+
+log = logging.getLogger(__name__)
 
 
 class RiskstreamApp(faust.App):
@@ -181,6 +184,8 @@ def create_app(settings: Settings, *, scorer: Any = None) -> RiskstreamApp:
     >>> sorted(app.agents), app.rs.runtime.version, app.conf.web_port
     (['labels', 'score'], 'doc', 6066)
     """
+    # the score path's compiled kernels, or their Python references (the same outputs)
+    native_kernels = native.configure(settings.native)
     app = RiskstreamApp(settings.app_id, **faust_settings(settings))
     app.batch_consumer = settings.consume_mode == "batch"
     topics = define_topics(app, settings)
@@ -194,8 +199,15 @@ def create_app(settings: Settings, *, scorer: Any = None) -> RiskstreamApp:
         on_live=lambda s: metrics.record_model_loaded(s.version),
     )
     emitter = Emitter(app)
-    cards = CardStates(table.data, table.changelog_topic.get_topic_name(), emitter.send_many)
-    terminals = TerminalStore(redis, prefix=prefix, cache_ttl_s=settings.terminal_cache_ttl_s)
+    cards = CardStates(
+        table.data,
+        table.changelog_topic.get_topic_name(),
+        emitter.send_many,
+        native=native_kernels,
+    )
+    terminals = TerminalStore(
+        redis, prefix=prefix, cache_ttl_s=settings.terminal_cache_ttl_s, native=native_kernels
+    )
     scored = ScoredStore(redis, prefix=prefix, ttl_s=settings.feature_ttl_s)
     claims = AlertClaims(settings, prefix=prefix)
     pipeline = ScorePipeline(
@@ -209,6 +221,7 @@ def create_app(settings: Settings, *, scorer: Any = None) -> RiskstreamApp:
         redis=redis,
         guard=guard,
         metrics=metrics,
+        native_kernels=native_kernels,
     )
 
     async def crash(exc: BaseException) -> None:
@@ -286,7 +299,14 @@ def _register_startup(app: RiskstreamApp) -> None:
         consumer = app.consumer
         if isinstance(consumer, BatchConsumer):
             consumer.attach(rs.runner, [rs.settings.topic_transactions])
-        rs.metrics.set_worker_info(app_id=rs.settings.app_id)
+        rs.metrics.set_worker_info(
+            app_id=rs.settings.app_id, score_path="native" if rs.pipeline.native else "python"
+        )
+        if rs.pipeline.native:
+            log.info("score path: the compiled kernels of streams.native")
+        else:
+            why_not = "RISKSTREAM_NATIVE=false" if native.AVAILABLE else native.MISSING
+            log.warning("score path: the Python references (%s)", why_not)
         tune_gc()
         await rs.guard.attempt(rs.terminals.load_scripts)
         await rs.guard.attempt(lambda: rs.claims.load_scripts(rs.redis))

@@ -311,14 +311,16 @@ class RiskstreamMetrics:
         self._lag_keys: set[tuple[str, str]] = set()
 
     # --- recording API (one call per batch / event) -------------------------------
-    def set_worker_info(self, worker_id: str = "", app_id: str = "") -> None:
-        """Describe this worker (hostname, pid, package version, ids)."""
+    def set_worker_info(self, worker_id: str = "", app_id: str = "", score_path: str = "") -> None:
+        """Describe this worker (hostname, pid, package version, ids, and whether it
+        scores with the compiled kernels: ``score_path`` ``native`` or ``python``)."""
         self.worker_info.info(
             {
                 "worker_id": worker_id or f"{socket.gethostname()}-{os.getpid()}",
                 "app_id": app_id,
                 "hostname": socket.gethostname(),
                 "version": _package_version(),
+                "score_path": score_path,
             }
         )
 

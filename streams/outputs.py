@@ -17,11 +17,12 @@ parseable by ``parse_score`` / ``parse_alert``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import numpy as np
 import orjson
 
+from streams import native
 from streams.records import SCHEMA_VERSION
 
 Why = Sequence[tuple[str, int, float]]
@@ -44,7 +45,7 @@ class BatchExplanations:
     True
     """
 
-    __slots__ = ("top", "weights", "case_ids", "labels")
+    __slots__ = ("_top", "_weights", "arrays", "case_ids", "labels")
 
     _prefixes: tuple[int, Sequence[Any], list[bytes]] | None = None  # the last support's
 
@@ -55,14 +56,32 @@ class BatchExplanations:
         case_ids: Sequence[Any],
         labels: Sequence[int],
     ) -> None:
-        self.top: Sequence[Sequence[int]] = top.tolist() if isinstance(top, np.ndarray) else top
-        self.weights: Sequence[Sequence[float]] = (
-            np.asarray(weights, dtype=np.float64).tolist()
-            if isinstance(weights, np.ndarray)
-            else weights
-        )
+        #: ``(top [B, k] int64, weights [B, k] float64)`` when built from the scorer's
+        #: arrays (every row the same ``k``): what the compiled record writer reads
+        self.arrays: tuple[np.ndarray, np.ndarray] | None = None
+        if isinstance(top, np.ndarray) and isinstance(weights, np.ndarray):
+            self.arrays = (
+                np.ascontiguousarray(top, dtype=np.int64),
+                np.ascontiguousarray(weights, dtype=np.float64),
+            )
+        self._top: Any = top
+        self._weights: Any = weights
         self.case_ids = case_ids
         self.labels = labels
+
+    @property
+    def top(self) -> Sequence[Sequence[int]]:
+        """Per row, the support indices of its explanation, heaviest first."""
+        if isinstance(self._top, np.ndarray):
+            self._top = self._top.tolist()
+        return cast(Sequence[Sequence[int]], self._top)
+
+    @property
+    def weights(self) -> Sequence[Sequence[float]]:
+        """Per row, the normalized attention weights of :attr:`top`."""
+        if isinstance(self._weights, np.ndarray):
+            self._weights = np.asarray(self._weights, dtype=np.float64).tolist()
+        return cast(Sequence[Sequence[float]], self._weights)
 
     @classmethod
     def from_tuples(cls, why: Sequence[Why]) -> BatchExplanations:
@@ -83,7 +102,8 @@ class BatchExplanations:
         ids, labels = self.case_ids, self.labels
         return [(ids[i], labels[i], w) for i, w in zip(self.top[j], self.weights[j])]  # noqa: B905
 
-    def _case_prefixes(self) -> list[bytes]:
+    def case_prefixes(self) -> list[bytes]:
+        """Each support case's ``{"case_id":…,"label":…,"weight":`` (cached per support)."""
         ids = self.case_ids
         cached = BatchExplanations._prefixes
         if cached is not None and cached[0] == id(ids) and cached[1] is ids:
@@ -98,9 +118,10 @@ class BatchExplanations:
     def json_rows(self, rows: Sequence[int]) -> list[bytes]:
         """The ``explanation`` JSON arrays of ``rows``, as :func:`explanation_dicts` +
         ``orjson.dumps`` would write them."""
-        if not rows:
+        if not len(rows):
             return []
-        prefixes = self._case_prefixes()
+        rows = rows.tolist() if isinstance(rows, np.ndarray) else rows
+        prefixes = self.case_prefixes()
         top, weights = self.top, self.weights
         # one dumps for all weights: b"[[w,w],[w]]" -> per row b"w,w"
         texts = orjson.dumps([weights[j] for j in rows])[2:-2].split(b"],[")
@@ -115,11 +136,22 @@ class BatchExplanations:
         return out
 
 
+DECISION_NAMES = ("allow", "review", "block")  # by decision code
+
+
+def decision_codes(scores: np.ndarray, *, review: float, alert: float) -> np.ndarray:
+    """Per score, the index in :data:`DECISION_NAMES` (int8).
+
+    >>> decision_codes(np.array([0.1, 0.5, 0.8]), review=0.5, alert=0.8).tolist()
+    [0, 1, 2]
+    """
+    return (scores >= review).astype(np.int8) + (scores >= alert).astype(np.int8)
+
+
 def decisions(scores: np.ndarray, *, review: float, alert: float) -> list[str]:
     """``block`` at or above ``alert``, ``review`` at or above ``review``, else ``allow``."""
-    index = (scores >= review).astype(np.int8) + (scores >= alert).astype(np.int8)
-    names = ("allow", "review", "block")
-    return [names[i] for i in index.tolist()]
+    codes = decision_codes(scores, review=review, alert=alert)
+    return [DECISION_NAMES[i] for i in codes.tolist()]
 
 
 def explanation_dicts(why: Why) -> list[dict[str, Any]]:
@@ -203,6 +235,93 @@ def score_values(
             tx_ids, card_ids, scores, decisions, latencies_ms, explanations, strict=True
         )
     ]
+
+
+def score_record_bytes(
+    *,
+    tx_ids: list[str],
+    card_ids: list[str],
+    scores: np.ndarray,
+    decisions: np.ndarray,
+    model_version: str,
+    scored_at: float,
+    latencies_ms: np.ndarray,
+    why: BatchExplanations,
+    rows: Sequence[int],
+) -> tuple[list[bytes], list[bytes]]:
+    """Kafka keys and values of a batch's ``scores`` records: the JSON of
+    :func:`score_values` (``scores`` and ``latencies_ms`` float64, ``decisions`` codes,
+    explanations of ``why``'s ``rows``). The Python reference of
+    ``streams.native._records.score_records``.
+
+    >>> why = BatchExplanations(np.array([[1]]), np.array([[0.75]]), ["a", "b"], [0, 1])
+    >>> keys, values = score_record_bytes(
+    ...     tx_ids=["t1"], card_ids=["c1"], scores=np.array([0.5]),
+    ...     decisions=np.array([1], dtype=np.int8), model_version="m", scored_at=1.0,
+    ...     latencies_ms=np.array([2.0]), why=why, rows=[0])
+    >>> keys, orjson.loads(values[0])["explanation"]
+    ([b't1'], [{'case_id': 'b', 'label': 1, 'weight': 0.75}])
+    """
+    values = score_values(
+        tx_ids=tx_ids,
+        card_ids=card_ids,
+        scores=np.asarray(scores, dtype=np.float64).tolist(),
+        decisions=[DECISION_NAMES[d] for d in decisions.tolist()],
+        model_version=model_version,
+        scored_at=scored_at,
+        latencies_ms=np.asarray(latencies_ms, dtype=np.float64).tolist(),
+        explanations=why.json_rows(rows),
+    )
+    return [tx_id.encode() for tx_id in tx_ids], [dumps(value) for value in values]
+
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+def score_record_bytes_native(
+    *,
+    tx_ids: list[str],
+    card_ids: list[str],
+    scores: np.ndarray,
+    decisions: np.ndarray,
+    model_version: str,
+    scored_at: float,
+    latencies_ms: np.ndarray,
+    why: BatchExplanations,
+    rows: Sequence[int],
+) -> tuple[list[bytes], list[bytes]]:
+    """:func:`score_record_bytes` by the compiled writer (the same bytes): orjson formats
+    the batch's numbers in bulk, the kernel lays the records out around them. Ragged
+    explanations (a scorer without arrays) take the reference."""
+    if why.arrays is None:
+        return score_record_bytes(
+            tx_ids=tx_ids,
+            card_ids=card_ids,
+            scores=scores,
+            decisions=decisions,
+            model_version=model_version,
+            scored_at=scored_at,
+            latencies_ms=latencies_ms,
+            why=why,
+            rows=rows,
+        )
+    top, weights = why.arrays
+    index = np.asarray(rows, dtype=np.intp)
+    return cast(
+        tuple[list[bytes], list[bytes]],
+        native.kernel("_records").score_records(
+            tx_ids,
+            card_ids,
+            orjson.dumps(np.ascontiguousarray(scores, dtype=np.float64), option=_NUMPY),
+            np.ascontiguousarray(decisions, dtype=np.int8),
+            orjson.dumps(model_version),
+            orjson.dumps(scored_at),
+            orjson.dumps(np.ascontiguousarray(latencies_ms, dtype=np.float64), option=_NUMPY),
+            np.ascontiguousarray(top[index]),
+            orjson.dumps(np.ascontiguousarray(weights[index]), option=_NUMPY),
+            why.case_prefixes(),
+        ),
+    )
 
 
 def alert_value(score: dict[str, Any], *, amount: float, reason: str) -> dict[str, Any]:

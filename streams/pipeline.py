@@ -21,28 +21,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol, cast
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 from aiokafka.errors import KafkaError
 
-from models.features import free_feature_values
-from models.features.definitions import (
-    CARD_WINDOWS_DAYS,
-    DAY_SECONDS,
-    NIGHT_END_SECONDS,
-    TERMINAL_WINDOWS_DAYS,
-)
+from models.features.definitions import DAY_SECONDS
+from streams import native
 from streams.alert_dedupe import AlertClaims
 from streams.batch_writer import AlertCandidate, BatchWriter
 from streams.emitter import Emitter, Message
 from streams.metrics import METRICS, RiskstreamMetrics
-from streams.outputs import BatchExplanations, decisions, dumps, score_values
-from streams.records import RecordError, Transaction, dead_letter, encode, parse_transaction
+from streams.outputs import (
+    DECISION_NAMES,
+    BatchExplanations,
+    decision_codes,
+    score_record_bytes,
+    score_record_bytes_native,
+    score_value,
+)
+from streams.records import RecordError, dead_letter, encode
 from streams.redis_conn import RedisGuard
 from streams.runtime import ScorerRuntime
-from streams.scored_store import ScoredStore, encode_entries
+from streams.score_columns import (
+    Dead,
+    InputRecord,
+    TxBatch,
+    assemble_rows,
+    feature_row,
+    validate_batch,
+    validate_batch_native,
+)
+from streams.scored_store import ScoredStore, encode_entries, encode_entries_native
 from streams.settings import Settings
 from streams.tables import CardStates
 from streams.terminal_store import TerminalStore
@@ -50,23 +62,15 @@ from streams.timing import LatencyBreakdown
 
 log = logging.getLogger(__name__)
 Futures = list[asyncio.Future[Any]]
-
-
-class InputRecord(Protocol):
-    """What the pipeline reads of a Kafka message (aiokafka's ``ConsumerRecord`` fits)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def timestamp(self) -> int | None: ...  # milliseconds
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
+__all__ = [
+    "EmitError",
+    "Futures",
+    "InputRecord",
+    "RawRecord",
+    "ScorePipeline",
+    "assemble_rows",
+    "feature_row",
+]
 
 
 class RawRecord(NamedTuple):
@@ -82,9 +86,6 @@ class RawRecord(NamedTuple):
 
 class EmitError(Exception):
     """Kafka did not take the outputs; the batch must be retried, not acknowledged."""
-
-
-Dead = list[tuple[InputRecord, RecordError]]
 
 
 class ScorePipeline:
@@ -103,8 +104,16 @@ class ScorePipeline:
         redis: Any,
         guard: RedisGuard,
         metrics: RiskstreamMetrics = METRICS,
+        native_kernels: bool | None = None,
     ) -> None:
         self.settings = settings
+        # the compiled kernels (streams.native) or their Python references: same outputs
+        self.native = native.active() if native_kernels is None else native_kernels
+        self._validate_batch = validate_batch_native if self.native else validate_batch
+        self._record_bytes = score_record_bytes_native if self.native else score_record_bytes
+        self._entries: Callable[..., list[bytes]] = (
+            encode_entries_native if self.native else encode_entries
+        )
         self.runtime = runtime
         self.cards = cards
         self.terminals = terminals
@@ -159,101 +168,50 @@ class ScorePipeline:
             return futures
 
     async def _process(self, records: Sequence[InputRecord]) -> Futures:
-        txs, inputs, dead = self._validate(records)
+        settings = self.settings
+        batch, dead = self._validate_batch(
+            records, max_bytes=settings.max_message_bytes, max_features=settings.max_features
+        )
         futures: Futures = []
-        if txs:
-            futures += await self._score(txs, inputs, dead)
+        if len(batch):
+            futures += await self._score(batch, dead)
         if dead:
             futures += await self._dead_letter(dead)
         return futures
 
     # --- steps -----------------------------------------------------------------------
-    def _validate(
-        self, records: Sequence[InputRecord]
-    ) -> tuple[list[Transaction], list[InputRecord], Dead]:
-        max_bytes, max_features = self.settings.max_message_bytes, self.settings.max_features
-        txs: list[Transaction] = []
-        inputs: list[InputRecord] = []
-        dead: Dead = []
-        for record in records:
-            try:
-                # a None value (tombstone) is the parser's to reject, with its reason
-                value = cast(bytes, record.value)
-                tx = parse_transaction(value, max_bytes=max_bytes, max_features=max_features)
-            except RecordError as err:
-                dead.append((record, err))
-                continue
-            except Exception as exc:  # the parser promises RecordError only; never trust it
-                dead.append((record, RecordError("scoring_error", f"parser: {exc!r}")))
-                continue
-            key = record.key
-            if key is None or key != tx.card_id.encode():
-                shown = "none" if key is None else repr(key[:60])
-                detail = f"Kafka key {shown} must be the card_id {tx.card_id[:60]!r}"
-                dead.append((record, RecordError("bad_key", detail)))
-                continue
-            txs.append(tx)
-            inputs.append(record)
-        return txs, inputs, dead
-
-    async def _score(
-        self, txs: list[Transaction], inputs: list[InputRecord], dead: Dead
-    ) -> Futures:
+    async def _score(self, batch: TxBatch, dead: Dead) -> Futures:
         scorer = self.runtime.for_batch()  # the model is fixed for the whole batch
-        schema = scorer.schema
-        ts_all = np.fromiter([tx.ts for tx in txs], dtype=np.float64, count=len(txs))
-        days = np.floor(ts_all / DAY_SECONDS)  # day_index of every transaction at once
-        pairs = list(
-            zip([tx.terminal_id for tx in txs], days.astype(np.int64).tolist(), strict=True)
-        )
+        ts = batch.ts
+        days = np.floor(ts / DAY_SECONDS)  # day_index of every transaction at once
+        day_ints = days.astype(np.int64)
         terminals = self.terminals
-        missing = terminals.missing(pairs)
+        missing = terminals.missing_rows(batch.terminal_ids, day_ints)
         if missing:  # new, or needed on a later event day: wait for them
             await self.guard.attempt(lambda: terminals.fetch(missing))
         if terminals.cache_ttl_s > 0:  # old in wall-clock time: refreshed in the background
-            seen = {terminal for terminal, _ in pairs}
-            terminals.refresh_soon(terminals.expired(seen), self.guard)
-        terminal = terminals.features(pairs)
-
-        # Per transaction only what depends on the one before it (the card's state);
-        # the rest of the row is assembled column by column for the whole batch.
-        card_rows: list[tuple[float, ...]] = []
-        terminal_rows: list[tuple[float, ...]] = []
-        kept: list[int] = []
-        learnt: list[tuple[str, int]] = []
-        featurize_and_learn = self.cards.featurize_and_learn
-        add_card, add_terminal, keep = card_rows.append, terminal_rows.append, kept.append
-        for i, tx in enumerate(txs):
-            record = inputs[i]
-            try:
-                pair = pairs[i]
-                card, learnt_now = featurize_and_learn(
-                    tx.card_id, tx.ts, tx.amount, record.partition, record.offset
-                )
-                if learnt_now:
-                    learnt.append(pair)
-            except Exception as exc:
-                dead.append((record, RecordError("scoring_error", f"features: {exc!r}")))
-                continue
-            add_card(card)
-            add_terminal(terminal[pair])
-            keep(i)
-        self.terminals.add_transactions(learnt)
-        X = assemble_rows(
-            [txs[i] for i in kept], ts_all[kept], days[kept], card_rows, terminal_rows, schema
+            terminals.refresh_soon(terminals.expired(set(batch.terminal_ids)), self.guard)
+        # the card's state is the only thing a transaction reads of the one before it:
+        # one call applies the batch in arrival order; the rest is column by column
+        card, learnt = self.cards.featurize_and_learn_batch(
+            batch.card_ids, ts, batch.amounts, batch.partitions, batch.offsets
         )
+        terminal = terminals.rows(batch.terminal_ids, day_ints)
+        terminals.count_rows(batch.terminal_ids, day_ints, learnt)
+        X = assemble_rows(batch.amounts, ts, days, card, terminal, batch.features, scorer.schema)
         started = time.perf_counter()
         scores, why = self._score_rows(scorer, X)
         scoring_s = time.perf_counter() - started
         ok = np.isfinite(scores)
-        if not ok.all():
-            for j in np.flatnonzero(~ok).tolist():
-                err = RecordError("scoring_error", "non-finite feature or score")
-                dead.append((inputs[kept[j]], err))
-        valid = np.flatnonzero(ok).tolist()
-        if not valid:
+        if ok.all():
+            return await self._emit(scorer.version, batch, None, X, scores, why, scoring_s)
+        for j in np.flatnonzero(~ok).tolist():
+            err = RecordError("scoring_error", "non-finite feature or score")
+            dead.append((batch.records[j], err))
+        valid = np.flatnonzero(ok)
+        if not valid.size:
             return []
-        return await self._emit(scorer.version, txs, inputs, kept, valid, X, scores, why, scoring_s)
+        return await self._emit(scorer.version, batch, valid, X, scores, why, scoring_s)
 
     @staticmethod
     def _score_rows(scorer: Any, X: np.ndarray) -> tuple[np.ndarray, BatchExplanations]:
@@ -285,85 +243,105 @@ class ScorePipeline:
     async def _emit(
         self,
         version: str,
-        txs: list[Transaction],
-        inputs: list[InputRecord],
-        kept: list[int],
-        rows: list[int],
+        batch: TxBatch,
+        valid: np.ndarray | None,
         X: np.ndarray,
         scores: np.ndarray,
         why: BatchExplanations,
         scoring_s: float,
     ) -> Futures:
+        """Score records out, scored vectors buffered, alerts to the background writer.
+
+        ``valid``: the rows (of ``batch``, ``X``, ``scores``, ``why``) to emit; None: all.
+        """
         settings = self.settings
         alert_at = settings.alert_threshold
         scored_at = time.time()
-        batch_scores = scores[rows]
-        decided = decisions(batch_scores, review=settings.review_threshold, alert=alert_at)
-        out_txs = [txs[kept[j]] for j in rows]
-        out_inputs = [inputs[kept[j]] for j in rows]
-        nan = float("nan")
-        stamps = [record.timestamp for record in out_inputs]
-        latencies = [
-            scored_at - stamp / 1000.0 if stamp is not None and stamp > 0 else nan
-            for stamp in stamps
-        ]
-        score_list = batch_scores.tolist()
-        tx_ids = [tx.tx_id for tx in out_txs]
-        card_ids = [tx.card_id for tx in out_txs]
-        values = score_values(
-            tx_ids=tx_ids,
-            card_ids=card_ids,
-            scores=score_list,
-            decisions=decided,
+        rows: Any = np.arange(len(batch)) if valid is None else valid
+        out = batch if valid is None else batch.take(valid.tolist())
+        if valid is not None:
+            X, scores = X[valid], scores[valid]
+        codes = decision_codes(scores, review=settings.review_threshold, alert=alert_at)
+        stamps = out.stamps
+        latencies = np.where(stamps > 0, scored_at - stamps / 1000.0, np.nan)
+        latencies_ms = np.where(np.isfinite(latencies), np.round(latencies * 1000.0, 3), 0.0)
+        keys, values = self._record_bytes(
+            tx_ids=out.tx_ids,
+            card_ids=out.card_ids,
+            scores=scores,
+            decisions=codes,
             model_version=version,
             scored_at=scored_at,
-            latencies_ms=[round(x * 1000.0, 3) if x == x else 0.0 for x in latencies],
-            explanations=why.json_rows(rows),  # the batch's explanation arrays, in bulk
+            latencies_ms=latencies_ms,
+            why=why,
+            rows=rows,
         )
-        messages: list[Message] = list(
-            zip(
-                [record.partition for record in out_inputs],
-                [tx_id.encode() for tx_id in tx_ids],
-                [dumps(value) for value in values],
-                strict=True,
-            )
-        )
-        alerts: list[AlertCandidate] = [
-            (out_inputs[n].partition, tx_ids[n], out_txs[n].amount, values[n], why.row(rows[n]))
-            for n in np.flatnonzero(batch_scores >= alert_at).tolist()
-        ]
-        entries = dict(
-            zip(
-                tx_ids,
-                encode_entries(
-                    X[rows],
-                    terminal_ids=[tx.terminal_id for tx in out_txs],
-                    ts=[tx.ts for tx in out_txs],
-                    card_ids=card_ids,
-                    model_version=version,
-                    scores=score_list,
-                ),
-                strict=True,
-            )
+        partitions = out.partitions.tolist()
+        messages: list[Message] = list(zip(partitions, keys, values, strict=True))
+        alerts = self._alerts(out, version, scored_at, scores, codes, latencies_ms, why, rows)
+        entries = self._entries(
+            X,
+            terminal_ids=out.terminal_ids,
+            ts=out.ts,
+            card_ids=out.card_ids,
+            model_version=version,
+            scores=scores,
         )
         futures = await self._send(settings.topic_scores, messages)
-        self.scored.add(entries, scored_at)
+        self.scored.add(dict(zip(out.tx_ids, entries, strict=True)), scored_at)
         # Redis round trip and alerts in the background; the batch is acked after them
         futures.append(self.writer.submit(alerts))
-        self.timing.add(
-            np.array([0 if stamp is None else stamp for stamp in stamps], dtype=np.float64),
-            started=self._started,
-            scored=scored_at,
-        )
+        self.timing.add(stamps.astype(np.float64), started=self._started, scored=scored_at)
         self.timing.maybe_log()
-        counts = {d: decided.count(d) for d in ("allow", "review", "block")}
+        counts = np.bincount(codes, minlength=len(DECISION_NAMES)).tolist()
         self.metrics.record_scored_batch(
-            scores=batch_scores,
+            scores=scores,
             latencies_s=latencies,
             scoring_seconds=scoring_s,
-            decisions=counts,
+            decisions=dict(zip(DECISION_NAMES, counts, strict=True)),
         )
         return futures
+
+    def _alerts(
+        self,
+        out: TxBatch,
+        version: str,
+        scored_at: float,
+        scores: np.ndarray,
+        codes: np.ndarray,
+        latencies_ms: np.ndarray,
+        why: BatchExplanations,
+        rows: Any,
+    ) -> list[AlertCandidate]:
+        """The batch's alert candidates, each with its score record as a dict (few rows:
+        the record is built again here rather than kept for every row)."""
+        alerting = np.flatnonzero(scores >= self.settings.alert_threshold).tolist()
+        if not alerting:
+            return []
+        support_rows = [int(rows[n]) for n in alerting]
+        explanations = why.json_rows(support_rows)
+        candidates: list[AlertCandidate] = []
+        for n, support_row, explanation in zip(alerting, support_rows, explanations, strict=True):
+            value = score_value(
+                tx_id=out.tx_ids[n],
+                card_id=out.card_ids[n],
+                score=float(scores[n]),
+                decision=DECISION_NAMES[int(codes[n])],
+                model_version=version,
+                scored_at=scored_at,
+                latency_ms=float(latencies_ms[n]),
+                explanation=orjson.Fragment(explanation),
+            )
+            candidates.append(
+                (
+                    int(out.partitions[n]),
+                    out.tx_ids[n],
+                    float(out.amounts[n]),
+                    value,
+                    why.row(support_row),
+                )
+            )
+        return candidates
 
     async def _dead_letter(self, dead: Dead) -> Futures:
         messages: list[Message] = []
@@ -386,76 +364,3 @@ class ScorePipeline:
             return await self.emitter.send_many(topic, messages)
         except (TimeoutError, KafkaError, OSError) as exc:
             raise EmitError(f"could not send to {topic}: {exc!r}") from exc
-
-
-N_CARD_WINDOW = 2 * len(CARD_WINDOWS_DAYS)
-N_CARD = N_CARD_WINDOW + 2  # the windows, then time since the last tx and amount / mean
-N_TERMINAL = 2 * len(TERMINAL_WINDOWS_DAYS)
-
-
-def assemble_rows(
-    txs: Sequence[Transaction],
-    ts: np.ndarray,
-    days: np.ndarray,
-    card_rows: Sequence[Sequence[float]],
-    terminal_rows: Sequence[Sequence[float]],
-    schema: Any,
-) -> np.ndarray:
-    """The float32 feature matrix of a batch, in :func:`feature_row`'s layout.
-
-    ``ts`` and ``days`` (``floor(ts / 86400)``) are the transactions' times as arrays:
-    the time features are computed for the whole batch with the float64 arithmetic of
-    :func:`models.features.tx_features` (so the same values); card and terminal
-    features are copied in as two blocks. A unit test holds each row equal to
-    :func:`feature_row`.
-
-    >>> from types import SimpleNamespace as NS
-    >>> from models.features import FeatureSchema
-    >>> schema = FeatureSchema()
-    >>> tx = NS(amount=3.0, features={})
-    >>> X = assemble_rows([tx], np.array([0.0]), np.array([0.0]), [[1.0] * 8], [[2.0] * 6],
-    ...                   schema)
-    >>> X.shape, X[0, :4].tolist()
-    ((1, 17), [3.0, 0.0, 1.0, 1.0])
-    """
-    extra = schema.extra_names
-    width = 3 + N_CARD + N_TERMINAL + len(extra)
-    if width != schema.n_features:
-        raise ValueError(f"assembled {width} features, the model takes {schema.n_features}")
-    n = len(txs)
-    X = np.empty((n, width), dtype=np.float32)
-    if not n:
-        return X
-    X[:, 0] = np.fromiter([tx.amount for tx in txs], dtype=np.float64, count=n)
-    X[:, 1] = (days + 3) % 7 >= 5  # weekend: Monday = 0, day 0 was a Thursday
-    X[:, 2] = ts - days * DAY_SECONDS < NIGHT_END_SECONDS
-    card = np.array(card_rows, dtype=np.float64).reshape(n, N_CARD)
-    X[:, 3 : 3 + N_CARD_WINDOW] = card[:, :N_CARD_WINDOW]
-    at = 3 + N_CARD_WINDOW
-    X[:, at : at + N_TERMINAL] = np.array(terminal_rows, dtype=np.float64).reshape(n, N_TERMINAL)
-    at += N_TERMINAL
-    X[:, at : at + 2] = card[:, N_CARD_WINDOW:]
-    if extra:
-        X[:, at + 2 :] = [free_feature_values(tx.features, extra) for tx in txs]
-    return X
-
-
-def feature_row(
-    card: Sequence[float],
-    terminal: Sequence[float],
-    time_feats: Sequence[float],
-    free: dict[str, float] | None,
-    extra_names: Sequence[str],
-) -> list[float]:
-    """One feature vector in :func:`models.features.assemble_vector`'s layout, as a list.
-
-    The batch's rows become one array at once instead of one array per transaction; a
-    unit test holds this equal to ``assemble_vector``.
-
-    >>> feature_row([1.0] * 8, [2.0] * 6, (3.0, 0.0, 1.0), {"v": 5.0}, ["v"])[:4]
-    [3.0, 0.0, 1.0, 1.0]
-    """
-    row = [*time_feats, *card[:N_CARD_WINDOW], *terminal, *card[N_CARD_WINDOW:]]
-    if extra_names:
-        row += free_feature_values(free, extra_names)
-    return row

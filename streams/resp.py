@@ -20,6 +20,8 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from streams import native
+
 Arg = bytes | str | int | float
 
 
@@ -49,6 +51,22 @@ def pack_command(args: Sequence[Arg]) -> bytes:
     return b"".join(parts)
 
 
+def pack_commands(commands: Sequence[Sequence[Arg]]) -> bytes:
+    """Many commands in one RESP payload. The Python reference of
+    ``streams.native._records.pack_commands`` (the same bytes).
+
+    >>> pack_commands([("GET", "k"), ("DEL", "k")])
+    b'*2\\r\\n$3\\r\\nGET\\r\\n$1\\r\\nk\\r\\n*2\\r\\n$3\\r\\nDEL\\r\\n$1\\r\\nk\\r\\n'
+    """
+    return b"".join(pack_command(c) for c in commands)
+
+
+def pack_commands_native(commands: list[tuple[Arg, ...]]) -> bytes:
+    """:func:`pack_commands` by the compiled packer."""
+    payload: bytes = native.kernel("_records").pack_commands(commands, _as_bytes)
+    return payload
+
+
 class CommandBatch:
     """Commands for one round trip on ``client`` (a ``redis.asyncio.Redis``).
 
@@ -59,6 +77,7 @@ class CommandBatch:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.commands: list[tuple[Arg, ...]] = []
+        self._pack = pack_commands_native if native.active() else pack_commands
 
     def add(self, *args: Arg) -> int:
         """Queue one command; returns the index of its reply."""
@@ -72,7 +91,7 @@ class CommandBatch:
         """Send every queued command and read every reply (errors as exception objects)."""
         if not self.commands:
             return []
-        payload = b"".join(pack_command(c) for c in self.commands)
+        payload = self._pack(self.commands)
         pool = self.client.connection_pool
         connection = await pool.get_connection()
         try:

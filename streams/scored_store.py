@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from streams import native
 from streams.resp import CommandBatch
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,10 @@ def encode_entries(
     vectors: np.ndarray,
     *,
     terminal_ids: Sequence[str],
-    ts: Sequence[float],
+    ts: Sequence[float] | np.ndarray,
     card_ids: Sequence[str],
     model_version: str,
-    scores: Sequence[float],
+    scores: Sequence[float] | np.ndarray,
 ) -> list[bytes]:
     """:func:`encode_entry` of each row of the float32 matrix ``vectors``, for a batch.
 
@@ -83,6 +84,10 @@ def encode_entries(
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     width = vectors.shape[1] * 4 if vectors.ndim == 2 else 0
+    if isinstance(ts, np.ndarray):  # numpy scalars are not JSON: floats, as a list
+        ts = ts.tolist()
+    if isinstance(scores, np.ndarray):
+        scores = scores.tolist()
     blob = vectors.tobytes()  # one copy; each entry takes its row as a bytes slice
     dumps = orjson.dumps
     return [
@@ -93,6 +98,31 @@ def encode_entries(
             zip(terminal_ids, ts, card_ids, scores, strict=True)
         )
     ]
+
+
+def encode_entries_native(
+    vectors: np.ndarray,
+    *,
+    terminal_ids: list[str],
+    ts: Sequence[float] | np.ndarray,
+    card_ids: list[str],
+    model_version: str,
+    scores: Sequence[float] | np.ndarray,
+) -> list[bytes]:
+    """:func:`encode_entries` by the compiled writer (the same bytes)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        vectors = vectors.reshape(len(terminal_ids), -1)
+    numbers = orjson.OPT_SERIALIZE_NUMPY
+    entries: list[bytes] = native.kernel("_records").scored_entries(
+        vectors.view(np.uint8).reshape(vectors.shape[0], vectors.shape[1] * 4),
+        terminal_ids,
+        orjson.dumps(np.ascontiguousarray(ts, dtype=np.float64), option=numbers),
+        card_ids,
+        orjson.dumps(model_version),
+        orjson.dumps(np.ascontiguousarray(scores, dtype=np.float64), option=numbers),
+    )
+    return entries
 
 
 def decode_entry(raw: bytes) -> dict[str, Any]:

@@ -149,6 +149,11 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="RISKSTREAM_LOG_LEVEL.")
 
     # --- stream processing (streams/app.py, streams/pipeline.py) -----------------------
+    native: bool = Field(
+        True,
+        description="RISKSTREAM_NATIVE: score with the compiled kernels of streams/native"
+        " when they are built (false: their Python references, the same outputs).",
+    )
     consume_mode: Literal["batch", "stream"] = Field(
         "batch",
         description="RISKSTREAM_CONSUME_MODE: `batch` hands each fetched batch of `transactions`"

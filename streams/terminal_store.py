@@ -34,13 +34,15 @@ import hashlib
 import itertools
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 from redis.exceptions import NoScriptError
 
 from models.features import LABEL_DELAY_DAYS
 from models.features.definitions import TERMINAL_WINDOWS_DAYS
+from streams import native as native_kernels
 from streams.redis_conn import RedisGuard
 from streams.resp import CommandBatch, command_batch, pairs
 
@@ -53,6 +55,7 @@ REFRESH_CHUNK = 250
 
 #: Days of counts kept per terminal: the longest window ends 8 days back and spans 30.
 RETENTION_DAYS = LABEL_DELAY_DAYS + 1 + 30 + 2
+N_FEATURES = 2 * len(TERMINAL_WINDOWS_DAYS)
 
 
 # KEYS: terminal hashes; ARGV[1]: TTL; then per key: field, increment.
@@ -252,6 +255,19 @@ class TerminalCounts:
         self._fraud = _Cumulative(self.fraud)
 
 
+def needed_days(terminal_ids: Sequence[str], days: np.ndarray) -> dict[str, int]:
+    """``{terminal: the latest day it is needed on}`` of a batch's rows.
+
+    >>> needed_days(["m1", "m2", "m1"], np.array([5, 3, 7]))
+    {'m1': 7, 'm2': 3}
+    """
+    needed: dict[str, int] = {}
+    for terminal, day in zip(terminal_ids, days.tolist(), strict=True):
+        if needed.get(terminal, day - 1) < day:
+            needed[terminal] = day
+    return needed
+
+
 _NO_COUNTS = TerminalCounts({}, {})
 _SPAN_DAYS = LABEL_DELAY_DAYS + max(TERMINAL_WINDOWS_DAYS)  # days before ``day`` windows read
 
@@ -263,6 +279,10 @@ class _Cached(NamedTuple):
     day: int  # the event day they were fetched on: complete through day - 8
     version: int  # tells cached features computed from other counts apart
     counts: TerminalCounts
+
+
+if _Cached._fields.index("counts") != 3:  # pragma: no cover - streams.native reads it there
+    raise ImportError("streams.native._terminals reads _Cached.counts at index 3")
 
 
 class TerminalStore:
@@ -279,8 +299,12 @@ class TerminalStore:
         How long fetched counts are trusted; 0 refetches on every micro-batch.
     """
 
-    def __init__(self, redis: Any, *, prefix: str, cache_ttl_s: float = 30.0) -> None:
+    def __init__(
+        self, redis: Any, *, prefix: str, cache_ttl_s: float = 30.0, native: bool | None = None
+    ) -> None:
         self.redis = redis
+        self.native = native_kernels.active() if native is None else native
+        self._kernel = native_kernels.kernel("_terminals") if self.native else None
         self.prefix = prefix
         self.cache_ttl_s = cache_ttl_s
         self._counts: dict[str, _Cached] = {}
@@ -319,6 +343,19 @@ class TerminalStore:
         for terminal, day in pairs:
             if needed.get(terminal, day - 1) < day:
                 needed[terminal] = day
+        return self._missing(needed)
+
+    def missing_rows(self, terminal_ids: list[str], days: np.ndarray) -> list[str]:
+        """:meth:`missing` of a batch's rows (terminal and day columns)."""
+        if self._kernel is not None:
+            needed = self._kernel.needed_days(
+                terminal_ids, np.ascontiguousarray(days, dtype=np.int64)
+            )
+        else:
+            needed = needed_days(terminal_ids, days)
+        return self._missing(needed)
+
+    def _missing(self, needed: dict[str, int]) -> list[str]:
         if needed:
             self.event_day = max(self.event_day, max(needed.values()))
         if self.cache_ttl_s <= 0:
@@ -468,6 +505,28 @@ class TerminalStore:
             out[pair] = feats
         return out
 
+    def rows(self, terminal_ids: list[str], days: np.ndarray) -> np.ndarray:
+        """:meth:`features` of a batch's rows as a ``[n, 6]`` float64 matrix.
+
+        The compiled kernel computes each row from the cached counts directly (the
+        same sums and division as :meth:`TerminalCounts.features`), without the
+        per-``(terminal, day)`` cache that saves the Python version its loops.
+        """
+        n = len(terminal_ids)
+        if self._kernel is not None:
+            out = np.empty((n, N_FEATURES), dtype=np.float64)
+            self._kernel.rows(
+                self._counts,
+                terminal_ids,
+                np.ascontiguousarray(days, dtype=np.int64),
+                LABEL_DELAY_DAYS,
+                out,
+            )
+            return out
+        pairs = list(zip(terminal_ids, days.tolist(), strict=True))
+        features = self.features(pairs)
+        return np.array([features[p] for p in pairs], dtype=np.float64).reshape(n, N_FEATURES)
+
     async def counts(self, terminal_id: str) -> Counts:
         """Current counts of one terminal, straight from Redis (tests, tools)."""
         return parse_counts(await self.redis.hgetall(self.key(terminal_id)))
@@ -478,6 +537,22 @@ class TerminalStore:
         pending = self._pending_tx
         for pair in pairs:
             pending[pair] += 1
+
+    def count_rows(self, terminal_ids: list[str], days: np.ndarray, learnt: np.ndarray) -> None:
+        """:meth:`add_transactions` of the rows whose ``learnt`` flag is set."""
+        if self._kernel is not None:
+            self._kernel.count_rows(
+                self._pending_tx,
+                terminal_ids,
+                np.ascontiguousarray(days, dtype=np.int64),
+                np.ascontiguousarray(learnt, dtype=np.uint8),
+            )
+            return
+        self.add_transactions(
+            (t, d)
+            for t, d, keep in zip(terminal_ids, days.tolist(), learnt.tolist(), strict=True)
+            if keep
+        )
 
     @property
     def pending_writes(self) -> int:

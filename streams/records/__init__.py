@@ -53,6 +53,7 @@ from streams.records.parsers import (
 )
 from streams.records.schema import (
     DECISIONS,
+    MAX_AMOUNT,
     MAX_EPOCH_SECONDS,
     RECORD_TYPES,
     SCHEMA_VERSION,
@@ -76,6 +77,7 @@ __all__ = [
     "DEFAULT_MAX_FEATURES",
     "DLQ_MAX_BYTES",
     "DLQ_MAX_PAYLOAD_BYTES",
+    "MAX_AMOUNT",
     "MAX_EPOCH_SECONDS",
     "FROM_DICT",
     "REASONS",

@@ -20,7 +20,13 @@ from __future__ import annotations
 from math import inf
 from typing import Any
 
-from streams.records.schema import MAX_EPOCH_SECONDS, SCHEMA_VERSION, Transaction, build
+from streams.records.schema import (
+    MAX_AMOUNT,
+    MAX_EPOCH_SECONDS,
+    SCHEMA_VERSION,
+    Transaction,
+    build,
+)
 
 _str = str
 _float = float
@@ -47,7 +53,7 @@ def accept_transaction(obj: dict[str, Any], max_features: int) -> Transaction | 
         and type(ts) is _float
         and 0.0 <= ts < MAX_EPOCH_SECONDS  # also false for NaN
         and type(amount) is _float
-        and 0.0 <= amount < inf
+        and 0.0 <= amount <= MAX_AMOUNT
         and type(version) is _int
         and version == SCHEMA_VERSION
     ):

@@ -26,6 +26,7 @@ from streams.records.errors import RecordError
 from streams.records.hotpath import accept_transaction
 from streams.records.schema import (
     DECISIONS,
+    MAX_AMOUNT,
     Alert,
     DeadLetter,
     Explanation,
@@ -64,6 +65,10 @@ def _check_transaction(obj: Obj, max_features: int) -> Transaction:
     amount = f.number(obj, "amount")
     if amount < 0.0:
         raise RecordError("negative_amount", f"field 'amount' must be >= 0, got {amount}")
+    if amount > MAX_AMOUNT:
+        raise RecordError(
+            "invalid_value", f"field 'amount' must be at most {MAX_AMOUNT:.0e}, got {amount:.6g}"
+        )
     return build(
         Transaction,
         {

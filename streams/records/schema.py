@@ -25,6 +25,10 @@ SCHEMA_VERSION: Final = 1
 DECISIONS: Final = frozenset({"allow", "review", "block"})
 #: Timestamps are epoch seconds below this (year 5138): 1.7e12 is milliseconds, a bug.
 MAX_EPOCH_SECONDS: Final = 1e11
+#: Transaction amounts are at most this: a card's 30-day totals are exact sums of
+#: amounts (``models.features.card_state``), and amounts near the largest double (1e308
+#: passes as finite) overflowed them. 1e15 is beyond any payment in any currency.
+MAX_AMOUNT: Final = 1e15
 
 R = TypeVar("R", bound="WireRecord")
 _object_new = object.__new__

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from streams.records import (
     DECISIONS,
+    MAX_AMOUNT,
     MAX_EPOCH_SECONDS,
     REASONS,
     DeadLetter,
@@ -80,7 +81,7 @@ transactions = st.builds(
     ts=epoch_seconds,
     card_id=ids,
     terminal_id=ids,
-    amount=non_negative,
+    amount=st.floats(min_value=0.0, max_value=MAX_AMOUNT),
     currency=optional_texts,
     channel=optional_texts,
     mcc=optional_texts,

@@ -20,6 +20,7 @@ from faust.transport.consumer import Consumer as FaustConsumer
 from streams_fakes import FakeEmitter, FakeRedis, small_scorer
 
 from models.features import CardState, card_features
+from streams import native
 from streams.alert_dedupe import AlertClaims
 from streams.consumer import BatchConsumer
 from streams.outputs import (
@@ -49,6 +50,16 @@ from streams.tables import CardStates
 from streams.terminal_store import TerminalStore
 
 TOPIC = "transactions"
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def score_path(request: pytest.FixtureRequest) -> Any:
+    """Every test here runs on the compiled kernels and on their Python references."""
+    was = native.active()
+    if not native.configure(request.param == "native") and request.param == "native":
+        pytest.skip(f"streams.native: {native.MISSING}")
+    yield request.param
+    native.configure(was)
 
 
 def make(alert_threshold: float = 0.99, scorer: Any = None, **overrides: Any) -> SimpleNamespace:
@@ -371,7 +382,7 @@ async def test_offsets_acked_only_when_delivered_and_state_flushed() -> None:
     assert acked == [0, 1, 2]
     (change,) = rig.emitter.sent["unit-card-state-changelog"]
     assert change[0] == 0 and orjson.loads(change[2])["o"] == 2
-    assert rig.table["c1"]["ts"] == rig.cards.get("c1").ts
+    assert rig.table["c1"] is rig.cards.get("c1")  # the table holds the flushed card
 
 
 async def test_undelivered_outputs_are_reprocessed_before_ack() -> None:

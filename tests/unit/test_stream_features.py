@@ -81,13 +81,16 @@ def test_assemble_rows_equals_feature_row(
 ) -> None:
     """The batch's feature matrix, built column by column, equals its rows built one by
     one (time features included: the same float64 arithmetic as ``tx_features``)."""
-    from types import SimpleNamespace
-
     schema = FeatureSchema.with_extras(extras)
-    txs = [SimpleNamespace(amount=amount, features=free) for _, amount, _, _, free in rows]
     ts = np.array([r[0] for r in rows], dtype=np.float64)
     X = assemble_rows(
-        txs, ts, np.floor(ts / 86_400), [r[2] for r in rows], [r[3] for r in rows], schema
+        np.array([r[1] for r in rows], dtype=np.float64),
+        ts,
+        np.floor(ts / 86_400),
+        np.array([r[2] for r in rows], dtype=np.float64).reshape(len(rows), 8),
+        np.array([r[3] for r in rows], dtype=np.float64).reshape(len(rows), 6),
+        [r[4] or None for r in rows],
+        schema,
     )
     expected = [
         feature_row(card, term, tx_features(t, amount), free, schema.extra_names)

@@ -161,6 +161,11 @@ def _huge_ts(seed: int, ts: float) -> Message:
     return _message({**base_record(seed), "ts": ts}, "invalid_value", "huge_ts")
 
 
+def _huge_amount(seed: int, amount: float) -> Message:
+    """Finite but beyond any card total (``MAX_AMOUNT``): 1e300 passes as a double."""
+    return _message({**base_record(seed), "amount": amount}, "invalid_value", "huge_amount")
+
+
 def _negative(seed: int, value: float, field: str) -> Message:
     reason = "negative_amount" if field == "amount" else "invalid_value"
     return _message({**base_record(seed), field: -value}, reason, f"negative_{field}")
@@ -219,6 +224,7 @@ def hostile_messages(max_features: int) -> st.SearchStrategy[Message]:
             st.sampled_from(["amount", "ts", "features"]),
         ),
         st.builds(_huge_ts, seeds, st.floats(1e12, 1e300)),
+        st.builds(_huge_amount, seeds, st.floats(1e15, 1e308, exclude_min=True)),
         st.builds(_negative, seeds, st.floats(0.01, 1e300), st.sampled_from(["amount", "ts"])),
         st.builds(_schema, seeds, st.integers(-(2**40), 2**40).filter(lambda v: v != 1)),
         st.builds(_too_many, seeds, st.integers(1, 40), st.just(max_features)),
