@@ -10,6 +10,7 @@ score then replaces the network's score, and explanations stay the network's att
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -309,17 +310,43 @@ def _bound_shifted(
 
 
 _TORCH_EXP_MIN = 16_384  # elements: 8 rows of a 2,000-case support set
+_exp_backend: str | None = None  # "numpy" or "torch", whichever is faster here
+
+
+def pick_exp_backend(size: int = 4 * _TORCH_EXP_MIN, repeats: int = 5) -> str:
+    """Time numpy's and torch's in-place float32 ``exp`` on a block like the attention's
+    and return the faster one (``"numpy"`` or ``"torch"``).
+
+    Which is faster depends on the CPU: on an AVX2 machine numpy 2.4's float32 exp took
+    3.7 ns per element and torch's 1.2-1.4 (session 5); on an AVX-512 machine numpy's
+    took 0.55 and torch's 0.9 (session 10). Both agree to a few float32 ulps.
+
+    >>> pick_exp_backend(size=1024, repeats=1) in ("numpy", "torch")
+    True
+    """
+    base = np.linspace(-20.0, 0.0, size, dtype=np.float32)
+    work = base.copy()
+    best = {"numpy": float("inf"), "torch": float("inf")}
+    for _ in range(repeats):
+        for name in best:
+            np.copyto(work, base)
+            started = time.perf_counter()
+            if name == "numpy":
+                np.exp(work, out=work)
+            else:
+                torch.from_numpy(work).exp_()
+            best[name] = min(best[name], time.perf_counter() - started)
+    return min(best, key=best.__getitem__)
 
 
 def _exp_(a: np.ndarray) -> np.ndarray:
     """``exp`` of a float32 array, in place (the attention weights of a block).
 
-    Through torch's vectorized kernel: on the project's machine (AVX2) it took 1.2-1.4 ns
-    per element where ``np.exp`` took 3.7 (numpy 2.4's float32 exp did not use its SIMD
-    path there), ~4.5 us per scored transaction against a 2,000-case support set. The
-    results agree with numpy's to a few float32 ulps (relative 2e-7). Below
-    :data:`_TORCH_EXP_MIN` elements (a few rows) torch's per-call cost outweighs that, and
-    numpy does it.
+    Through numpy's or torch's vectorized kernel, whichever :func:`pick_exp_backend`
+    measured faster on this CPU the first time a block was large enough (~4.5 µs per
+    scored transaction against a 2,000-case support set when the slower one ran). Below
+    :data:`_TORCH_EXP_MIN` elements (a few rows) torch's per-call cost outweighs any
+    gain, and numpy does it.
 
     >>> a = np.array([[0.0, -1.0, -20.0]], dtype=np.float32)
     >>> big = np.linspace(-20.0, 0.0, 2 * _TORCH_EXP_MIN, dtype=np.float32).reshape(2, -1)
@@ -328,10 +355,16 @@ def _exp_(a: np.ndarray) -> np.ndarray:
     >>> bool(np.allclose(_exp_(big.copy()), np.exp(big), rtol=1e-6, atol=0))
     True
     """
+    global _exp_backend
     if a.size < _TORCH_EXP_MIN:
         np.exp(a, out=a)
-    else:
+        return a
+    if _exp_backend is None:
+        _exp_backend = pick_exp_backend()
+    if _exp_backend == "torch":
         torch.from_numpy(a).exp_()
+    else:
+        np.exp(a, out=a)
     return a
 
 

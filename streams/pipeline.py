@@ -186,11 +186,12 @@ class ScorePipeline:
         days = np.floor(ts / DAY_SECONDS)  # day_index of every transaction at once
         day_ints = days.astype(np.int64)
         terminals = self.terminals
-        missing = terminals.missing_rows(batch.terminal_ids, day_ints)
+        needed = terminals.needed(batch.terminal_ids, day_ints)
+        missing = terminals.stale(needed)
         if missing:  # new, or needed on a later event day: wait for them
             await self.guard.attempt(lambda: terminals.fetch(missing))
         if terminals.cache_ttl_s > 0:  # old in wall-clock time: refreshed in the background
-            terminals.refresh_soon(terminals.expired(set(batch.terminal_ids)), self.guard)
+            terminals.refresh_soon(terminals.expired(needed), self.guard)
         # the card's state is the only thing a transaction reads of the one before it:
         # one call applies the batch in arrival order; the rest is column by column
         card, learnt = self.cards.featurize_and_learn_batch(

@@ -246,6 +246,10 @@ class TerminalCounts:
         tx, fraud = self._tx, self._fraud
         return day - tx.first >= len(tx.totals) and day - fraud.first >= len(fraud.totals)
 
+    def span(self) -> int:
+        """Days held in the running totals (what a long replay's pruning keeps bounded)."""
+        return len(self._tx.totals)
+
     def prune(self, oldest: int) -> None:
         """Forget the days before ``oldest`` (no window reads them any more)."""
         for by_day in (self.tx, self.fraud):
@@ -305,6 +309,10 @@ class TerminalStore:
         self.redis = redis
         self.native = native_kernels.active() if native is None else native
         self._kernel = native_kernels.kernel("_terminals") if self.native else None
+        # a terminal's counts: per-day arrays in C, or the Python reference
+        self._counts_type: Any = (
+            self._kernel.NativeTerminalCounts if self._kernel is not None else TerminalCounts
+        )
         self.prefix = prefix
         self.cache_ttl_s = cache_ttl_s
         self._counts: dict[str, _Cached] = {}
@@ -343,23 +351,26 @@ class TerminalStore:
         for terminal, day in pairs:
             if needed.get(terminal, day - 1) < day:
                 needed[terminal] = day
-        return self._missing(needed)
+        return self.stale(needed)
 
-    def missing_rows(self, terminal_ids: list[str], days: np.ndarray) -> list[str]:
-        """:meth:`missing` of a batch's rows (terminal and day columns)."""
+    def needed(self, terminal_ids: list[str], days: np.ndarray) -> dict[str, int]:
+        """``{terminal: the latest day it is needed on}`` of a batch's rows."""
         if self._kernel is not None:
-            needed = self._kernel.needed_days(
+            found: dict[str, int] = self._kernel.needed_days(
                 terminal_ids, np.ascontiguousarray(days, dtype=np.int64)
             )
-        else:
-            needed = needed_days(terminal_ids, days)
-        return self._missing(needed)
+            return found
+        return needed_days(terminal_ids, days)
 
-    def _missing(self, needed: dict[str, int]) -> list[str]:
+    def stale(self, needed: dict[str, int]) -> list[str]:
+        """:meth:`missing` of ``{terminal: day}`` (see :meth:`needed`), sorted."""
         if needed:
             self.event_day = max(self.event_day, max(needed.values()))
         if self.cache_ttl_s <= 0:
             return sorted(needed)
+        if self._kernel is not None:
+            found: list[str] = self._kernel.stale(self._counts, needed)
+            return found
         counts = self._counts
         out = []
         for terminal, day in needed.items():
@@ -372,6 +383,9 @@ class TerminalStore:
         """Terminals whose cached counts are older than ``cache_ttl_s`` (wall clock)."""
         now = time.monotonic() if now is None else now
         limit, counts = now - self.cache_ttl_s, self._counts
+        if self._kernel is not None and type(terminals) is dict:  # needed(): one per terminal
+            found: list[str] = self._kernel.expired(counts, terminals, limit)
+            return found
         out = []
         for terminal in terminals:
             entry = counts.get(terminal)
@@ -451,7 +465,7 @@ class TerminalStore:
                 self._counts[terminal] = current._replace(day=day)
                 continue
             counts.set_days(first, values[0::2], values[1::2])
-            if len(counts._tx.totals) > 2 * RETENTION_DAYS:  # a long replay: keep it bounded
+            if counts.span() > 2 * RETENTION_DAYS:  # a long replay: keep it bounded
                 counts.prune(day - RETENTION_DAYS)
             self._counts[terminal] = _Cached(current.fetched_at, day, next(self._versions), counts)
 
@@ -474,7 +488,7 @@ class TerminalStore:
             if entry is not None and entry.day > day:
                 continue  # a slow refresh must not replace newer counts
             self._counts[terminal] = _Cached(
-                now, day, next(self._versions), TerminalCounts(tx, fraud)
+                now, day, next(self._versions), self._counts_type(tx, fraud)
             )
             if tx:  # days no window can read any more are deleted with the next writes
                 oldest = max(tx) - RETENTION_DAYS

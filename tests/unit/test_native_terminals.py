@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from streams_fakes import FakeRedis
 
 from models.features import terminal_features
-from streams.terminal_store import TerminalStore, needed_days, parse_counts
+from streams.native import kernel
+from streams.terminal_store import TerminalCounts, TerminalStore, needed_days, parse_counts
 
 PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FIRST = 17_000
@@ -57,7 +58,12 @@ async def test_native_terminal_rows_equal_the_python_loops(
     for rows in batches:
         terminals = [t for t, _ in rows]
         days = np.array([d for _, d in rows], dtype=np.int64)
-        missing = [store.missing_rows(terminals, days) for store in stores]
+        missing = [store.stale(store.needed(terminals, days)) for store in stores]
+        assert stores[0].expired(set(terminals), now=1e12) == sorted(
+            stores[1].expired(stores[1].needed(terminals, days), now=1e12)
+        ) or set(stores[0].expired(set(terminals), now=1e12)) == set(
+            stores[1].expired(stores[1].needed(terminals, days), now=1e12)
+        )
         assert missing[0] == missing[1]
         for store in stores:
             await store.fetch(missing[0])
@@ -79,9 +85,40 @@ async def test_native_terminal_rows_equal_the_python_loops(
         stores[1]._pending_tx.clear()
 
 
+@PROPERTY
+@given(
+    tx=st.dictionaries(st.integers(0, 60), st.integers(0, 9), max_size=20),
+    fraud=st.dictionaries(st.integers(0, 60), st.integers(-1, 3), max_size=8),
+    patches=st.lists(
+        st.tuples(
+            st.integers(-5, 80),
+            st.lists(st.tuples(st.integers(0, 9), st.integers(0, 2)), max_size=6),
+        ),
+        max_size=4,
+    ),
+    prune_at=st.none() | st.integers(-5, 90),
+)
+def test_native_terminal_counts_equal_terminal_counts(
+    tx: dict, fraud: dict, patches: list, prune_at: int | None
+) -> None:
+    """Built, patched day by day and pruned alike: every feature on every day is equal."""
+    python = TerminalCounts(tx, fraud)
+    compiled = kernel("_terminals").NativeTerminalCounts(tx, fraud)
+    for first, days in patches:
+        for counts in (python, compiled):
+            counts.set_days(first, [t for t, _ in days], [f for _, f in days])
+    if prune_at is not None:
+        python.prune(prune_at)
+        compiled.prune(prune_at)
+    for day in range(-10, 130):
+        assert compiled.features(day) == python.features(day), day
+    assert {d: n for d, n in python.tx.items() if n} == compiled.tx
+    assert {d: n for d, n in python.fraud.items() if n} == compiled.fraud
+
+
 def test_needed_days_and_rows_without_counts() -> None:
     store = TerminalStore(None, prefix="u:", native=True)
     days = np.array([5, 9, 7], dtype=np.int64)
-    assert store.missing_rows(["a", "b", "a"], days) == ["a", "b"]
+    assert store.stale(store.needed(["a", "b", "a"], days)) == ["a", "b"]
     assert needed_days(["a", "b", "a"], days) == {"a": 7, "b": 9}
     assert store.rows(["a"], days[:1]).tolist() == [[0.0] * 6]  # no counts yet: zeros
