@@ -322,7 +322,7 @@ class TerminalStore:
         self._refreshing: asyncio.Future[None] | None = None
         self._stale: dict[str, list[str]] = {}
         self._swept_at = time.monotonic()
-        self._versions = itertools.count(1)
+        self._version = 1  # the next version number (tells cached features apart)
         self.event_day = -(1 << 62)  # newest event day seen (see module doc)
         self.fetches = 0
 
@@ -416,6 +416,9 @@ class TerminalStore:
         if not terminals:
             return
         day = self.event_day  # the counts are complete up to here - 8 once they arrive
+        if self._kernel is not None:
+            await self._fetch_native(terminals, full=full, day=day)
+            return
         whole: list[str] = []
         since: list[tuple[str, _Cached, int, int]] = []
         for terminal in terminals:
@@ -445,6 +448,48 @@ class TerminalStore:
         if since:
             self._merge(since, replies[-1], day)
 
+    async def _fetch_native(self, terminals: list[str], *, full: bool, day: int) -> None:
+        """:meth:`fetch` with the compiled split and merge (the same counts)."""
+        kernel = self._kernel
+        assert kernel is not None
+        whole, since, firsts, lasts, keys = kernel.plan_fetch(
+            self._counts, terminals, day, full, LABEL_DELAY_DAYS, _SPAN_DAYS, self.key("")
+        )
+        batch = command_batch(self.redis)
+        for terminal in whole:
+            batch.add("HGETALL", self.key(terminal))
+        if since:
+            spans = [
+                bound for first_last in zip(firsts, lasts, strict=True) for bound in first_last
+            ]
+            batch.add("EVALSHA", _SHAS[_DAY_COUNTS], len(keys), *keys, *spans)
+        replies = await batch.execute()
+        if since and isinstance(replies[-1], NoScriptError):  # Redis restarted or flushed
+            await self.load_scripts()
+            replies = await batch.execute()
+        self.fetches += 1
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply  # NoScriptError included: the guard retries after a reload
+        self.load({t: pairs(r) for t, r in zip(whole, replies, strict=False)}, day=day)
+        if since:
+            self._version = kernel.merge(
+                self._counts,
+                since,
+                firsts,
+                lasts,
+                list(replies[-1]),
+                day,
+                self._version,
+                2 * RETENTION_DAYS,
+                RETENTION_DAYS,
+                _Cached,
+            )
+
+    def _next_version(self) -> int:
+        self._version += 1
+        return self._version - 1
+
     def _merge(self, since: list[tuple[str, _Cached, int, int]], flat: list[Any], day: int) -> None:
         """Fold the script's per-day counts into the cached ones (a new version of each)."""
         at = 0
@@ -467,7 +512,7 @@ class TerminalStore:
             counts.set_days(first, values[0::2], values[1::2])
             if counts.span() > 2 * RETENTION_DAYS:  # a long replay: keep it bounded
                 counts.prune(day - RETENTION_DAYS)
-            self._counts[terminal] = _Cached(current.fetched_at, day, next(self._versions), counts)
+            self._counts[terminal] = _Cached(current.fetched_at, day, self._next_version(), counts)
 
     def load(
         self,
@@ -488,7 +533,7 @@ class TerminalStore:
             if entry is not None and entry.day > day:
                 continue  # a slow refresh must not replace newer counts
             self._counts[terminal] = _Cached(
-                now, day, next(self._versions), self._counts_type(tx, fraud)
+                now, day, self._next_version(), self._counts_type(tx, fraud)
             )
             if tx:  # days no window can read any more are deleted with the next writes
                 oldest = max(tx) - RETENTION_DAYS

@@ -337,14 +337,42 @@ def scored_entries(const unsigned char[:, ::1] vectors, list terminal_ids, bytes
 # pack_commands
 # ---------------------------------------------------------------------------------------
 
-cdef extern from "<stdio.h>":
-    int snprintf(char* s, size_t n, const char* fmt, ...)
+cdef inline int _decimal(char* out, long long v) noexcept:
+    """``v`` in decimal into ``out`` (at least 21 bytes); returns the length (no snprintf:
+    it was most of the packing time)."""
+    cdef char tmp[24]
+    cdef int n = 0, i, m = 0
+    cdef unsigned long long u
+    if v < 0:
+        out[0] = b'-'
+        m = 1
+        u = <unsigned long long>(-(v + 1)) + 1
+    else:
+        u = <unsigned long long>v
+    while True:
+        tmp[n] = <char>(48 + u % 10)
+        n += 1
+        u //= 10
+        if u == 0:
+            break
+    for i in range(n):
+        out[m + i] = tmp[n - 1 - i]
+    return m + n
+
+
+cdef int _head(Buf* b, char kind, Py_ssize_t n) except -1:
+    """``$<n>\r\n`` (a bulk string's length) or ``*<n>\r\n`` (an array's)."""
+    cdef char head[32]
+    cdef int m
+    head[0] = kind
+    m = 1 + _decimal(head + 1, n)
+    head[m] = b'\r'
+    head[m + 1] = b'\n'
+    return buf_put(b, head, m + 2)
 
 
 cdef int _bulk(Buf* b, const char* data, Py_ssize_t n) except -1:
-    cdef char head[32]
-    cdef int m = snprintf(head, 32, b"$%zd\r\n", n)
-    buf_put(b, head, m)
+    _head(b, b'$', n)
     buf_put(b, data, n)
     buf_put(b, b"\r\n", 2)
     return 0
@@ -363,8 +391,7 @@ def pack_commands(list commands, as_bytes):
     buf_init(&b, 4096)
     try:
         for command in commands:
-            m = snprintf(head, 32, b"*%zd\r\n", len(command))
-            buf_put(&b, head, m)
+            _head(&b, b'*', len(command))
             for arg in command:
                 if PyBytes_CheckExact(arg):
                     _bulk(&b, PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg))
@@ -377,7 +404,7 @@ def pack_commands(list commands, as_bytes):
                         data = as_bytes(arg)
                         _bulk(&b, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
                     else:
-                        m = snprintf(head, 32, b"%lld", v)
+                        m = _decimal(head, v)
                         _bulk(&b, head, m)
                 else:
                     data = as_bytes(arg)

@@ -349,3 +349,83 @@ def count_rows(pending, list terminal_ids, const int64_t[:] days,
         else:
             PyDict_SetItem(pending, pair, <object>seen + 1)
     return None
+
+
+def plan_fetch(dict counts, list terminals, int64_t day, bint full, int64_t label_delay,
+               int64_t span_days, str key_prefix):
+    """``TerminalStore.fetch``'s split of ``terminals``: those to read whole, and those
+    whose missing days to read, with their first and last day and their keys.
+    Returns ``(whole, since, firsts, lasts, since_keys)`` (lists)."""
+    cdef list whole = [], since = [], firsts = [], lasts = [], keys = []
+    cdef PyObject* entry
+    cdef int64_t first, last = day - label_delay - 1, fetched_day
+    for terminal in terminals:
+        entry = NULL if full else PyDict_GetItemWithError(counts, terminal)
+        if entry == NULL:
+            whole.append(terminal)
+            continue
+        fetched_day = <object>PyTuple_GET_ITEM(<object>entry, 1)
+        first = fetched_day - label_delay
+        if first < day - span_days:
+            first = day - span_days
+        if first > last:
+            whole.append(terminal)
+            continue
+        since.append(terminal)
+        firsts.append(first)
+        lasts.append(last)
+        keys.append(key_prefix + terminal)
+    return whole, since, firsts, lasts, keys
+
+
+def merge(dict counts, list since, list firsts, list lasts, list flat, int64_t day,
+          int64_t version, int64_t max_span, int64_t retention, cached):
+    """``TerminalStore._merge`` for compiled counts: fold the script's per-day counts
+    (``flat``: per terminal and day, transactions then frauds) into the cached ones,
+    each changed terminal under a new version from ``version`` on; ``cached`` builds an
+    entry (``_Cached``). Returns the next unused version."""
+    cdef Py_ssize_t i, j, at = 0, n_days, n_flat = PyList_GET_SIZE(flat)
+    cdef int64_t first, last
+    cdef PyObject* entry
+    cdef NativeTerminalCounts c
+    cdef bint quiet
+    for i in range(len(since)):
+        terminal = since[i]
+        first = firsts[i]
+        last = lasts[i]
+        n_days = last - first + 1
+        if at + 2 * n_days > n_flat:
+            raise ValueError("merge: the script returned fewer counts than asked for")
+        entry = PyDict_GetItemWithError(counts, terminal)
+        if entry == NULL or (<object>PyTuple_GET_ITEM(<object>entry, 1)) >= day:
+            at += 2 * n_days  # dropped (a label) or refetched whole meanwhile
+            continue
+        counts_object = <object>PyTuple_GET_ITEM(<object>entry, 3)
+        if type(counts_object) is not NativeTerminalCounts:
+            raise TypeError("merge: the store's counts are not compiled")
+        c = <NativeTerminalCounts>counts_object
+        quiet = True
+        for j in range(2 * n_days):
+            if PyLong_AsLongLong(<object>PyList_GET_ITEM(flat, at + j)) != 0:
+                quiet = False
+                break
+        fetched_at = <object>PyTuple_GET_ITEM(<object>entry, 0)
+        if quiet and (c._n == 0 or first > c._lo + c._n - 1):
+            # nothing on days after all the cached ones: the counts and every feature
+            # stay as they are, only their event day moves
+            counts[terminal] = cached(fetched_at, day, <object>PyTuple_GET_ITEM(<object>entry, 2), c)
+            at += 2 * n_days
+            continue
+        c._cover(first, last)
+        for j in range(n_days):
+            c._tx[first - c._lo + j] = PyLong_AsLongLong(<object>PyList_GET_ITEM(flat, at + 2 * j))
+            c._fraud[first - c._lo + j] = PyLong_AsLongLong(
+                <object>PyList_GET_ITEM(flat, at + 2 * j + 1)
+            )
+        c._accumulate(first - c._lo)
+        at += 2 * n_days
+        if c._n > max_span:  # a long replay: keep it bounded
+            c.prune(day - retention)
+        counts[terminal] = cached(fetched_at, day, version, c)
+        version += 1
+    return version

@@ -481,7 +481,9 @@ async def test_old_alert_claims_are_duplicates_not_replays() -> None:
     assert await claims.unpublished([("t1", 0, an_hour_ago), ("t2", 1, None)]) == set()
 
 
-async def test_flush_rounds_are_spread_over_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_flush_rounds_keep_up_with_the_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch flushes twice as many cards as it had records, so a round never falls
+    behind a stream of distinct cards (FLUSH_CHUNK is only the floor)."""
     from streams import runner as runner_module
 
     monkeypatch.setattr(runner_module, "FLUSH_CHUNK", 2)
@@ -495,16 +497,47 @@ async def test_flush_rounds_are_spread_over_batches(monkeypatch: pytest.MonkeyPa
         flush_interval_s=0.0,
     )
     await runner.handle([tx_record(i, card=f"c{i}") for i in range(6)])
+    changelog = rig.emitter.sent["unit-card-state-changelog"]
+    assert [orjson.loads(k) for _, k, _ in changelog] == [f"c{i}" for i in range(6)]
     await rig.pipeline.writer.idle()
     await runner.handle([])  # acks what has settled meanwhile
-    changelog = rig.emitter.sent["unit-card-state-changelog"]
-    # batch 1 (cards c0-c2) flushed two cards at a time across batches 1 and 2, then acked;
-    # batch 2's cards wait for the next round
-    assert [orjson.loads(k) for _, k, _ in changelog] == ["c0", "c1", "c2"]
-    assert acked == [0, 1, 2]
-    await runner.tick()
     assert acked == [0, 1, 2, 3, 4, 5]
-    assert len(rig.emitter.sent["unit-card-state-changelog"]) == 6
+
+
+async def test_idle_timer_flushes_in_chunks_between_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between batches the timer carries a round on FLUSH_CHUNK cards at a time, and a
+    batch that arrives meanwhile is scored between two chunks (no 25-40 ms stall)."""
+    from streams import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "FLUSH_CHUNK", 2)
+    rig = make()
+    acked: list[int] = []
+    runner = BatchRunner(
+        rig.pipeline,
+        rig.cards,
+        ack=lambda rs: acked.extend(r.offset for r in rs),
+        max_batch=6,
+        flush_interval_s=3600.0,  # never due by time: only the timer flushes here
+    )
+    await runner.handle([tx_record(i, card=f"c{i}") for i in range(6)])
+    await rig.pipeline.writer.idle()
+    assert acked == [] and rig.cards.dirty == 6
+    flushes_before = rig.cards.flushes
+    between: list[int] = []
+
+    async def batch_meanwhile() -> None:
+        await asyncio.sleep(0)  # the timer has flushed its first chunk and yielded
+        between.append(rig.cards.dirty)
+        await runner.handle([tx_record(6, card="c6")])
+
+    await asyncio.gather(runner.tick(), batch_meanwhile())
+    assert rig.cards.flushes - flushes_before >= 3  # 6 cards, 2 at a time
+    assert between and 0 < between[0] < 6  # the batch ran while the round was half done
+    await rig.pipeline.writer.idle()
+    await runner.tick()
+    assert acked == [0, 1, 2, 3, 4, 5, 6]
 
 
 async def test_batch_consumer_skips_records_it_already_took_after_a_seek_back() -> None:
