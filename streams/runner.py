@@ -12,8 +12,9 @@ transaction. A flush *round* starts every interval and is spread over the follow
 micro-batches (oldest change first), twice as many cards per batch as it had records
 and at least ``FLUSH_CHUNK``: a round keeps up however many distinct cards a stream has
 (a batch changes at most one card per record), and serializing thousands of cards never
-stalls one batch (it was a 10–100 ms latency spike per second at 5,000 tx/s). When the stream is idle between
-batches, the timer (:meth:`BatchRunner.tick`) carries the round on in the same chunks,
+stalls one batch (it was a 10–100 ms latency spike per second at 5,000 tx/s). When the
+stream is idle between batches, the timer (:meth:`BatchRunner.tick`) carries the round
+on in the same chunks,
 yielding the event loop between them: flushing every dirty card at once there was the
 same spike (25–40 ms every second at 5,000 tx/s, when the worker waits for records
 most of the time). A batch whose outputs fail is processed again (safe: cards do not

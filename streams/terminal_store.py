@@ -450,8 +450,7 @@ class TerminalStore:
 
     async def _fetch_native(self, terminals: list[str], *, full: bool, day: int) -> None:
         """:meth:`fetch` with the compiled split and merge (the same counts)."""
-        kernel = self._kernel
-        assert kernel is not None
+        kernel: Any = self._kernel
         whole, since, firsts, lasts, keys = kernel.plan_fetch(
             self._counts, terminals, day, full, LABEL_DELAY_DAYS, _SPAN_DAYS, self.key("")
         )
