@@ -14,12 +14,11 @@ and at least ``FLUSH_CHUNK``: a round keeps up however many distinct cards a str
 (a batch changes at most one card per record), and serializing thousands of cards never
 stalls one batch (it was a 10–100 ms latency spike per second at 5,000 tx/s). When the
 stream is idle between batches, the timer (:meth:`BatchRunner.tick`) carries the round
-on in the same chunks,
-yielding the event loop between them: flushing every dirty card at once there was the
-same spike (25–40 ms every second at 5,000 tx/s, when the worker waits for records
-most of the time). A batch whose outputs fail is processed again (safe: cards do not
-re-learn an offset); a failing changelog write crashes the worker, which then resumes
-from the last commit.
+on in chunks of ``FLUSH_CHUNK``, yielding the event loop between them: flushing every
+dirty card at once there was the same spike (25–40 ms every second at 5,000 tx/s, when
+the worker waits for records most of the time). A batch whose outputs fail is processed
+again (safe: cards do not re-learn an offset); a failing changelog write crashes the
+worker, which then resumes from the last commit.
 
 Both consume modes use this: the batch consumer hook (:meth:`BatchRunner.handle`) and
 the Faust agent's ``take_events`` loop (:meth:`BatchRunner.run_and_settle`).
