@@ -28,12 +28,14 @@ from rich.table import Table
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
-# The summary keys of issue 7, in the order they are printed.
+# The summary keys of issue 7, in the order they are printed (and the Python score path's
+# rate, the before of streams/native, measured in the same run).
 SUMMARY_KEYS = (
     "scored_tx_per_s_1_worker",
     "scored_tx_per_s_2_workers",
     "raw_consume_tx_per_s",
     "ratio_to_raw",
+    "python_path_tx_per_s_1_worker",
     "latency_ms_at_1k",
     "latency_ms_at_5k",
     "score_us_per_tx",

@@ -7,6 +7,9 @@
   ``worker_rss_mb_after_1m_tx``: that worker's RSS once it scored the backlog (1,000,000
   transactions by default). ``ratio_to_raw``: each worker repeat over the raw repeat
   measured next to it.
+* ``python_path_tx_per_s_1_worker``: the same drain with ``RISKSTREAM_NATIVE=false``
+  (the score path's Python references instead of its compiled kernels), alternated with
+  the runs above: what ``streams/native`` is worth, measured in the same run.
 * ``scored_tx_per_s_2_workers``: two workers in one group, until ``--two-tx`` are scored;
   also one run of the ``stream`` mode (Faust ``take()``) for comparison.
 * ``latency_ms_at_1k`` / ``_at_5k``: produce→score p50/p95/p99 (from each score record's
@@ -59,7 +62,9 @@ from streams.services.valkey import EmbeddedValkey  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
-PARTS = ("drain", "stream", "two", "latency")
+PARTS = ("drain", "python", "stream", "two", "latency")
+#: the ``python`` part: the same drain with the compiled kernels off (their references)
+PYTHON_PATH = {"RISKSTREAM_NATIVE": "false"}
 console = Console()
 
 
@@ -147,11 +152,14 @@ async def raw_consume(s: Settings, n: int) -> tuple[float, float]:
 WORKER_ENV: dict[str, str] = {}  # extra environment of every worker (``--code``)
 
 
-def drain_rate(s: Settings, n: int, log_dir: Path, *, workers: int = 1) -> dict[str, float]:
+def drain_rate(
+    s: Settings, n: int, log_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
+) -> dict[str, float]:
     """Scored tx/s of ``workers`` fresh workers (own group) draining ``n`` queued messages."""
     redis.Redis.from_url(s.redis_url).flushdb()  # each run starts with an empty Redis
     procs = [
-        WorkerProcess(s, log_dir / f"{s.app_id}-{i}.log", **WORKER_ENV) for i in range(workers)
+        WorkerProcess(s, log_dir / f"{s.app_id}-{i}.log", **{**WORKER_ENV, **(env or {})})
+        for i in range(workers)
     ]
     samples: list[tuple[float, float, float]] = []
     try:
@@ -346,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         preload = asyncio.run(produce_transactions(base, source_iter(args.tx)))
         raw_runs: list[tuple[float, float]] = []
         batch: list[dict[str, float]] = []
+        python: list[dict[str, float]] = []
         for r in range(args.repeats if "drain" in parts else 0):
             # raw and worker alternate: each ratio compares runs made next to each other
             raw_runs.append(asyncio.run(raw_consume(base, args.tx)))
@@ -353,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
             s = base.model_copy(update={"app_id": f"bench-batch-{r}"})
             batch.append(drain_rate(s, args.tx, root))
             console.print(f"worker (batch mode) run {r}: {batch[-1]}")
+            if "python" in parts:  # alternated with the runs above: the same conditions
+                s = base.model_copy(update={"app_id": f"bench-python-{r}"})
+                python.append(drain_rate(s, args.tx, root, env=PYTHON_PATH))
+                console.print(f"worker, Python score path, run {r}: {python[-1]}")
         stream: list[dict[str, float]] = []
         if "stream" in parts:
             s = base.model_copy(update={"app_id": "bench-stream", "consume_mode": "stream"})
@@ -390,6 +403,15 @@ def main(argv: list[str] | None = None) -> int:
             "worker_cpu_us_per_tx": round(1e6 / statistics.median(cpu_rates), 1),
             "worker_rss_mb_after_backlog": {**rss, "after_tx": args.tx},
         }
+    if python:
+        rates = [b["steady_tx_per_s"] for b in python]
+        summary["python_path_tx_per_s_1_worker"] = spread(rates, command=command, digits=1)
+        summary["python_path_ratio_to_raw"] = spread(
+            [a / b for a, b in zip(rates, raw, strict=True)], command=command, digits=4
+        )
+        per_cpu["python_path_cpu_us_per_tx"] = round(
+            1e6 / statistics.median([b["tx_per_cpu_s"] for b in python]), 1
+        )
     if two:
         summary["scored_tx_per_s_2_workers"] = spread(
             [t["steady_tx_per_s"] for t in two], command=command, digits=1
@@ -418,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_cpu_second": per_cpu,
         "detail": {
             "batch_mode_1_worker": batch,
+            "python_path_1_worker": python,
             "stream_mode_1_worker": stream,
             "batch_mode_2_workers": two,
             "latency_runs": {str(k): v for k, v in lat.items()},
@@ -492,6 +515,12 @@ def print_table(result: dict[str, Any], model_name: str, stream: list[dict[str, 
             "1 worker, batch mode (steady), tx/s",
             _fig(summary["scored_tx_per_s_1_worker"]),
             _fig(per_cpu["scored_tx_per_cpu_s_1_worker"]),
+        )
+    if "python_path_tx_per_s_1_worker" in summary:
+        table.add_row(
+            "1 worker, Python score path (RISKSTREAM_NATIVE=false), tx/s",
+            _fig(summary["python_path_tx_per_s_1_worker"]),
+            f"{per_cpu['python_path_cpu_us_per_tx']} µs CPU/tx",
         )
     if stream:
         table.add_row(

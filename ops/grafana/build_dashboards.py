@@ -533,7 +533,7 @@ def infrastructure() -> dict[str, Any]:
         panel(
             "table",
             "Workers",
-            "Version, host and uptime of each worker.",
+            "Version, host, uptime and score path (native: the compiled kernels) of each worker.",
             [
                 q(f"riskstream_worker_info{{{W}}}", instant=True, fmt="table"),
                 q(f"time() - process_start_time_seconds{{{WJ}}}", instant=True, fmt="table"),
