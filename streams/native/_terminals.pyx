@@ -416,6 +416,11 @@ def merge(dict counts, list since, list firsts, list lasts, list flat, int64_t d
             counts[terminal] = cached(fetched_at, day, <object>PyTuple_GET_ITEM(<object>entry, 2), c)
             at += 2 * n_days
             continue
+        if c._n and first > c._lo + c._n - 1 + max_span:
+            # days far beyond the held ones (a replay jumping ahead, or one future-dated
+            # transaction): prune first what the prune below would drop anyway, instead of
+            # allocating every day in between
+            c.prune(day - retention)
         c._cover(first, last)
         for j in range(n_days):
             c._tx[first - c._lo + j] = PyLong_AsLongLong(<object>PyList_GET_ITEM(flat, at + 2 * j))
