@@ -100,7 +100,11 @@ class BatchExplanations:
     def row(self, j: int) -> list[tuple[str, int, float]]:
         """Row ``j`` as ``(case_id, label, weight)``, heaviest first."""
         ids, labels = self.case_ids, self.labels
-        return [(ids[i], labels[i], w) for i, w in zip(self.top[j], self.weights[j])]  # noqa: B905
+        if self.arrays is not None:  # one row of the arrays, not the whole batch as lists
+            top, weights = self.arrays[0][j].tolist(), self.arrays[1][j].tolist()
+        else:
+            top, weights = self.top[j], self.weights[j]
+        return [(ids[i], labels[i], w) for i, w in zip(top, weights)]  # noqa: B905
 
     def case_prefixes(self) -> list[bytes]:
         """Each support case's ``{"case_id":…,"label":…,"weight":`` (cached per support)."""
@@ -120,14 +124,18 @@ class BatchExplanations:
         ``orjson.dumps`` would write them."""
         if not len(rows):
             return []
-        rows = rows.tolist() if isinstance(rows, np.ndarray) else rows
+        rows = rows.tolist() if isinstance(rows, np.ndarray) else list(rows)
         prefixes = self.case_prefixes()
-        top, weights = self.top, self.weights
+        if self.arrays is not None:  # only these rows of the arrays become lists
+            top = self.arrays[0][rows].tolist()
+            chosen = self.arrays[1][rows].tolist()
+        else:
+            top = [self.top[j] for j in rows]
+            chosen = [self.weights[j] for j in rows]
         # one dumps for all weights: b"[[w,w],[w]]" -> per row b"w,w"
-        texts = orjson.dumps([weights[j] for j in rows])[2:-2].split(b"],[")
+        texts = orjson.dumps(chosen)[2:-2].split(b"],[")
         out: list[bytes] = []
-        for j, text in zip(rows, texts, strict=True):
-            idx = top[j]
+        for idx, text in zip(top, texts, strict=True):
             if idx:
                 parts = [prefixes[i] + w for i, w in zip(idx, text.split(b","), strict=True)]
                 out.append(b"[" + b"},".join(parts) + b"}]")

@@ -71,10 +71,14 @@ async def stored_vectors(s: Settings, tx_ids: list[str]) -> dict[str, list[float
         await redis.aclose()
 
 
+@pytest.mark.parametrize("score_path", ["native", "python"])
 def test_stream_vectors_equal_offline_vectors(
-    settings: Any, tiny_model: Path, tmp_path: Path
+    settings: Any, tiny_model: Path, tmp_path: Path, score_path: str
 ) -> None:
-    s = pipeline_settings(settings, tiny_model, terminal_cache_ttl_s=0.0)
+    """Both score paths: the compiled kernels and their Python references."""
+    s = pipeline_settings(
+        settings, tiny_model, terminal_cache_ttl_s=0.0, native=score_path == "native"
+    )
     frame = simulated_records(n_customers=60, n_terminals=120, n_days=36, seed=23)
     day = np.floor(frame["ts"].to_numpy() / DAY_SECONDS).astype(np.int64)
     week = (day - day.min()) // 7
@@ -83,6 +87,8 @@ def test_stream_vectors_equal_offline_vectors(
 
     with workers(s, tmp_path, 1) as (worker,):
         worker.wait_ready()
+        info = worker.samples("riskstream_worker_info")
+        assert info and info[0][0]["score_path"] == score_path, info
         sent = labels = 0
         for w in range(int(week.max()) + 1):
             rows = frame[week == w]
