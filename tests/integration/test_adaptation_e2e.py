@@ -15,8 +15,10 @@ The story of issue 5, run once per module (``run`` fixture), then checked piece 
 
 Recall after adaptation counts only transactions scored by the adapted version. The few-
 shot goal of issue 4 (recall >= 0.8 at 1 % FPR, or at the alert threshold if its FPR is at
-most 1 %) is checked in its own test, which reports the measured figure and is marked xfail
-when the model falls short, never hidden.
+most 1 %) is checked in its own test, on this module's world (simulation seed 11: 0.88 at
+1 % FPR in every run of session 10). Other worlds are not all as kind: ``E2E_SEED=12``
+(and so on) runs the same story on another seed, and the goal test then says how far the
+adaptation fell short, if it did. README "Model quality" has seeds 11-16 (0.69-0.88).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -70,6 +73,7 @@ N_WORKERS = 2
 PHASE_3 = 1000  # transactions held back until the bad updates were refused
 PHASE_2_RATE = 2000  # tx/s after the labels: the adaptation happens while they stream
 GOAL_RECALL = 0.8
+SEED = int(os.environ.get("E2E_SEED", "11"))  # the simulated world (see the module doc)
 
 
 @dataclass
@@ -125,7 +129,7 @@ def run(
 ) -> Iterator[Run]:
     started = time.monotonic()
     tmp = tmp_path_factory.mktemp("adaptation-e2e")
-    df, stream = simulate_stream(n_customers=N_CARDS)
+    df, stream = simulate_stream(n_customers=N_CARDS, seed=SEED)
     model_dir = train_base_model(df, stream.start_day, tmp / "model")
     timings = {"train": time.monotonic() - started}
     s = make_settings(kafka_bootstrap, redis_url, tmp / "state", model_dir)
@@ -261,12 +265,10 @@ def test_few_shot_goal_after_ten_labels(run: Run) -> None:
     # the goal is at 1 % FPR; recall at the alert threshold counts only when its FPR is too
     at_threshold = run.after.recall_at_threshold if run.after.fpr_at_threshold <= 0.01 else 0.0
     best = max(at_threshold, run.after.recall_at_1pct_fpr)
-    if best < GOAL_RECALL:
-        pytest.xfail(
-            f"few-shot goal not met by this model: recall on the new pattern "
-            f"{run.after.recall_at_threshold:.2f} at the alert threshold "
-            f"(FPR {run.after.fpr_at_threshold:.3f}) and "
-            f"{run.after.recall_at_1pct_fpr:.2f} at 1% FPR after 10 labels "
-            f"(before: {run.before.recall_at_threshold:.2f} / {run.before.recall_at_1pct_fpr:.2f})"
-        )
-    assert best >= GOAL_RECALL
+    assert best >= GOAL_RECALL, (
+        f"few-shot goal not met in the world of seed {SEED}: recall on the new pattern "
+        f"{run.after.recall_at_threshold:.2f} at the alert threshold "
+        f"(FPR {run.after.fpr_at_threshold:.3f}) and "
+        f"{run.after.recall_at_1pct_fpr:.2f} at 1% FPR after 10 labels "
+        f"(before: {run.before.recall_at_threshold:.2f} / {run.before.recall_at_1pct_fpr:.2f})"
+    )
