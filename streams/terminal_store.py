@@ -416,11 +416,28 @@ class TerminalStore:
         if not terminals:
             return
         day = self.event_day  # the counts are complete up to here - 8 once they arrive
-        if self._kernel is not None:
-            await self._fetch_native(terminals, full=full, day=day)
+        kernel: Any = self._kernel
+        if kernel is not None:  # the same split and merge, compiled
+            whole, since, firsts, lasts, keys = kernel.plan_fetch(
+                self._counts, terminals, day, full, LABEL_DELAY_DAYS, _SPAN_DAYS, self.key("")
+            )
+            flat = await self._read(whole, keys, firsts, lasts, day)
+            if since:
+                self._version = kernel.merge(
+                    self._counts,
+                    since,
+                    firsts,
+                    lasts,
+                    list(flat),
+                    day,
+                    self._version,
+                    2 * RETENTION_DAYS,
+                    RETENTION_DAYS,
+                    _Cached,
+                )
             return
-        whole: list[str] = []
-        since: list[tuple[str, _Cached, int, int]] = []
+        whole = []
+        plan: list[tuple[str, _Cached, int, int]] = []
         for terminal in terminals:
             entry = None if full else self._counts.get(terminal)
             first = 0 if entry is None else max(entry.day - LABEL_DELAY_DAYS, day - _SPAN_DAYS)
@@ -428,42 +445,33 @@ class TerminalStore:
             if entry is None or first > last:
                 whole.append(terminal)
             else:
-                since.append((terminal, entry, first, last))
-        batch = command_batch(self.redis)
-        for terminal in whole:
-            batch.add("HGETALL", self.key(terminal))
-        if since:
-            keys = [self.key(terminal) for terminal, _, _, _ in since]
-            spans = [bound for _, _, first, last in since for bound in (first, last)]
-            batch.add("EVALSHA", _SHAS[_DAY_COUNTS], len(keys), *keys, *spans)
-        replies = await batch.execute()
-        if since and isinstance(replies[-1], NoScriptError):  # Redis restarted or flushed
-            await self.load_scripts()
-            replies = await batch.execute()
-        self.fetches += 1
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply  # NoScriptError included: the guard retries after a reload
-        self.load({t: pairs(r) for t, r in zip(whole, replies, strict=False)}, day=day)
-        if since:
-            self._merge(since, replies[-1], day)
-
-    async def _fetch_native(self, terminals: list[str], *, full: bool, day: int) -> None:
-        """:meth:`fetch` with the compiled split and merge (the same counts)."""
-        kernel: Any = self._kernel
-        whole, since, firsts, lasts, keys = kernel.plan_fetch(
-            self._counts, terminals, day, full, LABEL_DELAY_DAYS, _SPAN_DAYS, self.key("")
+                plan.append((terminal, entry, first, last))
+        flat = await self._read(
+            whole,
+            [self.key(terminal) for terminal, _, _, _ in plan],
+            [first for _, _, first, _ in plan],
+            [last for _, _, _, last in plan],
+            day,
         )
+        if plan:
+            self._merge(plan, flat, day)
+
+    async def _read(
+        self, whole: list[str], keys: list[str], firsts: list[int], lasts: list[int], day: int
+    ) -> list[Any]:
+        """One round trip: ``HGETALL`` of every terminal of ``whole`` (loaded into the
+        cache), and the per-day counts of ``keys`` from ``firsts`` to ``lasts`` (one
+        script call), which are returned flat (per key and day: transactions, frauds)."""
         batch = command_batch(self.redis)
         for terminal in whole:
             batch.add("HGETALL", self.key(terminal))
-        if since:
+        if keys:
             spans = [
                 bound for first_last in zip(firsts, lasts, strict=True) for bound in first_last
             ]
             batch.add("EVALSHA", _SHAS[_DAY_COUNTS], len(keys), *keys, *spans)
         replies = await batch.execute()
-        if since and isinstance(replies[-1], NoScriptError):  # Redis restarted or flushed
+        if keys and isinstance(replies[-1], NoScriptError):  # Redis restarted or flushed
             await self.load_scripts()
             replies = await batch.execute()
         self.fetches += 1
@@ -471,19 +479,7 @@ class TerminalStore:
             if isinstance(reply, Exception):
                 raise reply  # NoScriptError included: the guard retries after a reload
         self.load({t: pairs(r) for t, r in zip(whole, replies, strict=False)}, day=day)
-        if since:
-            self._version = kernel.merge(
-                self._counts,
-                since,
-                firsts,
-                lasts,
-                list(replies[-1]),
-                day,
-                self._version,
-                2 * RETENTION_DAYS,
-                RETENTION_DAYS,
-                _Cached,
-            )
+        return list(replies[-1]) if keys else []
 
     def _next_version(self) -> int:
         self._version += 1

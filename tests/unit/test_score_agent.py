@@ -481,21 +481,29 @@ async def test_old_alert_claims_are_duplicates_not_replays() -> None:
     assert await claims.unpublished([("t1", 0, an_hour_ago), ("t2", 1, None)]) == set()
 
 
-async def test_flush_rounds_keep_up_with_the_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A batch flushes twice as many cards as it had records, so a round never falls
-    behind a stream of distinct cards (FLUSH_CHUNK is only the floor)."""
-    from streams import runner as runner_module
-
-    monkeypatch.setattr(runner_module, "FLUSH_CHUNK", 2)
+def _acking_runner(
+    *, max_batch: int, flush_interval_s: float
+) -> tuple[SimpleNamespace, list[int], BatchRunner]:
+    """A rig, the offsets its runner acknowledges, and the runner."""
     rig = make()
     acked: list[int] = []
     runner = BatchRunner(
         rig.pipeline,
         rig.cards,
         ack=lambda rs: acked.extend(r.offset for r in rs),
-        max_batch=3,
-        flush_interval_s=0.0,
+        max_batch=max_batch,
+        flush_interval_s=flush_interval_s,
     )
+    return rig, acked, runner
+
+
+async def test_flush_rounds_keep_up_with_the_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch flushes twice as many cards as it had records, so a round never falls
+    behind a stream of distinct cards (FLUSH_CHUNK is only the floor)."""
+    from streams import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "FLUSH_CHUNK", 2)
+    rig, acked, runner = _acking_runner(max_batch=3, flush_interval_s=0.0)
     await runner.handle([tx_record(i, card=f"c{i}") for i in range(6)])
     changelog = rig.emitter.sent["unit-card-state-changelog"]
     assert [orjson.loads(k) for _, k, _ in changelog] == [f"c{i}" for i in range(6)]
@@ -512,15 +520,8 @@ async def test_idle_timer_flushes_in_chunks_between_batches(
     from streams import runner as runner_module
 
     monkeypatch.setattr(runner_module, "FLUSH_CHUNK", 2)
-    rig = make()
-    acked: list[int] = []
-    runner = BatchRunner(
-        rig.pipeline,
-        rig.cards,
-        ack=lambda rs: acked.extend(r.offset for r in rs),
-        max_batch=6,
-        flush_interval_s=3600.0,  # never due by time: only the timer flushes here
-    )
+    # never due by time: only the timer flushes here
+    rig, acked, runner = _acking_runner(max_batch=6, flush_interval_s=3600.0)
     await runner.handle([tx_record(i, card=f"c{i}") for i in range(6)])
     await rig.pipeline.writer.idle()
     assert acked == [] and rig.cards.dirty == 6
