@@ -5,17 +5,18 @@ bytes, Redis command packing) cost ~2/3 of a worker's CPU with no single hot spo
 (``docs/PERFORMANCE.md``). Each step here is a Cython kernel with the same inputs and
 outputs as a Python reference that stays in the code as the definition and the fallback:
 
-============================  ===============================================
-kernel                        Python reference
-============================  ===============================================
-``_records.validate_batch``   :func:`streams.score_columns.validate_batch`
-``_records.score_records``    :func:`streams.outputs.score_record_bytes`
-``_records.scored_entries``   :func:`streams.scored_store.encode_entries`
-``_records.pack_commands``    :func:`streams.resp.pack_commands`
-``_cards.NativeCard``         :class:`streams.tables.TableCard`
-``_cards.featurize_and_learn`` :func:`streams.tables.featurize_and_learn_batch`
-``_terminals.*``              :mod:`streams.terminal_store`'s per-row loops
-============================  ===============================================
+===================================  ================================================
+kernel                               Python reference
+===================================  ================================================
+``_records.validate_batch``          :func:`streams.score_columns.validate_batch`
+``_records.score_records``           :func:`streams.outputs.score_record_bytes`
+``_records.scored_entries``          :func:`streams.scored_store.encode_entries`
+``_records.pack_commands``           :func:`streams.resp.pack_commands`
+``_cards.NativeCard``                :class:`streams.tables.TableCard`
+``_cards.featurize_and_learn``       :func:`streams.tables.featurize_and_learn_batch`
+``_terminals.NativeTerminalCounts``  :class:`streams.terminal_counts.TerminalCounts`
+``_terminals.*`` (the rest)          :mod:`streams.terminal_store`'s per-row loops
+===================================  ================================================
 
 Tests hold every pair equal (``tests/unit/test_native_*.py``, hypothesis included). The
 kernels are built by ``pip install -e .`` (``setup.py``); without a C compiler the

@@ -1,7 +1,7 @@
 # Compiled twins of the terminal store's per-transaction loops; see
 # streams/native/__init__.py.
 #
-# NativeTerminalCounts <->  streams.terminal_store.TerminalCounts
+# NativeTerminalCounts <->  streams.terminal_counts.TerminalCounts
 # needed_days          <->  streams.terminal_store.needed_days
 # stale / expired      <->  TerminalStore._missing / TerminalStore.expired
 # rows                 <->  TerminalStore.rows (the features of each row)
@@ -53,7 +53,7 @@ def _check_constants(windows, long long label_delay, long long counts_field):
 cdef class NativeTerminalCounts:
     """One terminal's per-day transaction and known-fraud counts, with running totals.
 
-    The interface of ``streams.terminal_store.TerminalCounts``: ``features(day)``,
+    The interface of ``streams.terminal_counts.TerminalCounts``: ``features(day)``,
     ``set_days``, ``ends_before``, ``prune``, ``span`` and the ``tx`` / ``fraud`` maps.
     Days ``_lo`` to ``_lo + _n - 1`` are held (days without counts are zeros, which add
     nothing to any window), so every window sum is two array reads.
