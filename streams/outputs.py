@@ -6,7 +6,8 @@ JSON straight from the batch's arrays with one ``orjson.dumps`` per record; a un
 holds their output equal to ``encode(Score(...))`` / ``encode(Alert(...))`` and
 parseable by ``parse_score`` / ``parse_alert``.
 
->>> decisions(np.array([0.1, 0.5, 0.8, 0.95]), review=0.5, alert=0.8)
+>>> [DECISION_NAMES[c] for c in decision_codes(np.array([0.1, 0.5, 0.8, 0.95]),
+...                                             review=0.5, alert=0.8)]
 ['allow', 'review', 'block', 'block']
 >>> explanation_dicts([("t9", 1, 0.5)])
 [{'case_id': 't9', 'label': 1, 'weight': 0.5}]
@@ -148,18 +149,13 @@ DECISION_NAMES = ("allow", "review", "block")  # by decision code
 
 
 def decision_codes(scores: np.ndarray, *, review: float, alert: float) -> np.ndarray:
-    """Per score, the index in :data:`DECISION_NAMES` (int8).
+    """Per score, the index in :data:`DECISION_NAMES` (int8): ``block`` at or above
+    ``alert``, ``review`` at or above ``review``, else ``allow``.
 
     >>> decision_codes(np.array([0.1, 0.5, 0.8]), review=0.5, alert=0.8).tolist()
     [0, 1, 2]
     """
     return (scores >= review).astype(np.int8) + (scores >= alert).astype(np.int8)
-
-
-def decisions(scores: np.ndarray, *, review: float, alert: float) -> list[str]:
-    """``block`` at or above ``alert``, ``review`` at or above ``review``, else ``allow``."""
-    codes = decision_codes(scores, review=review, alert=alert)
-    return [DECISION_NAMES[i] for i in codes.tolist()]
 
 
 def explanation_dicts(why: Why) -> list[dict[str, Any]]:

@@ -50,7 +50,6 @@ from streams.score_columns import (
     InputRecord,
     TxBatch,
     assemble_rows,
-    feature_row,
     validate_batch,
     validate_batch_native,
 )
@@ -69,7 +68,6 @@ __all__ = [
     "RawRecord",
     "ScorePipeline",
     "assemble_rows",
-    "feature_row",
 ]
 
 

@@ -139,19 +139,8 @@ class BatchRunner:
         """
         while not self._lock.locked():
             async with self._lock:
-                if (
-                    self._round is None
-                    and self.cards.dirty
-                    and (self._pending or self.cards.due(self.flush_interval_s))
-                ):
-                    self._round = self.cards.batch  # up to the latest batch: all of it
-                    self.cards.flushed_at = time.monotonic()
-                if self._round is not None:
-                    await self._flush(limit=FLUSH_CHUNK, through=self._round)
-                    if self.cards.flushed_through >= self._round:
-                        self._round = None
-                else:
-                    self._mark_flushed()
+                # pending batches wait for their state: a round now, due or not
+                await self._flush_step(FLUSH_CHUNK, start_now=bool(self._pending))
                 await self._ack_settled()
                 if self._round is None:
                     return
@@ -199,10 +188,12 @@ class BatchRunner:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _flush_step(self, limit: int = FLUSH_CHUNK) -> None:
-        """One chunk (``limit`` cards) of the current flush round; starts a round when
-        one is due."""
-        if self._round is None and self.cards.due(self.flush_interval_s):
+    async def _flush_step(self, limit: int = FLUSH_CHUNK, *, start_now: bool = False) -> None:
+        """One chunk (``limit`` cards) of the current flush round; starts a round (up to
+        the latest batch) when one is due, or with ``start_now`` when any card changed."""
+        if self._round is None and (
+            self.cards.due(self.flush_interval_s) or (start_now and self.cards.dirty)
+        ):
             self._round = self.cards.batch
             self.cards.flushed_at = time.monotonic()
         if self._round is not None:

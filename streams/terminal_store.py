@@ -192,11 +192,9 @@ class TerminalStore:
         >>> store.missing([("m1", 100), ("m1", 99)]), store.missing([("m1", 101)])
         ([], ['m1'])
         """
-        needed: dict[str, int] = {}
-        for terminal, day in pairs:
-            if needed.get(terminal, day - 1) < day:
-                needed[terminal] = day
-        return self.stale(needed)
+        rows = list(pairs)
+        days = np.array([day for _, day in rows], dtype=np.int64)
+        return self.stale(needed_days([terminal for terminal, _ in rows], days))
 
     def needed(self, terminal_ids: list[str], days: np.ndarray) -> dict[str, int]:
         """``{terminal: the latest day it is needed on}`` of a batch's rows."""
@@ -273,7 +271,7 @@ class TerminalStore:
                     since,
                     firsts,
                     lasts,
-                    list(flat),
+                    flat,
                     day,
                     self._version,
                     2 * RETENTION_DAYS,

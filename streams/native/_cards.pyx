@@ -23,7 +23,7 @@ SOURCE_SHA = (<bytes>RS_SOURCE_SHA).decode()
 
 from cpython.list cimport PyList_GET_ITEM
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject
 from libc.stdint cimport int64_t
 from libc.string cimport memmove

@@ -17,8 +17,8 @@ from models.features import (
     terminal_features,
     tx_features,
 )
-from streams.pipeline import assemble_rows, feature_row
 from streams.resp import pack_command, pairs
+from streams.score_columns import assemble_rows, feature_row
 from streams.terminal_store import TerminalCounts, TerminalDay, TerminalStore, parse_counts
 
 days = st.integers(min_value=17_000, max_value=17_080)
