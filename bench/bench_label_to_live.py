@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from rich.console import Console
@@ -213,7 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         "--legit", type=int, default=0, help="legit labels per round (sent before the frauds)"
     )
     parser.add_argument("--rate", type=float, default=400.0, help="background tx/s")
-    parser.add_argument("--strategy", default="refresh", choices=("refresh", "maml", "reptile"))
+    strategy = Settings.model_fields["adapt_strategy"]
+    parser.add_argument(
+        "--strategy",
+        default=strategy.default,
+        choices=get_args(strategy.annotation),
+        help="RISKSTREAM_ADAPT_STRATEGY (default: the setting's)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory(prefix="bench-l2l-") as tmp:

@@ -32,6 +32,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,13 +178,18 @@ class PatternHead:
         )
 
 
-def _linear(pos: np.ndarray, neg: np.ndarray, c: float, seed: int) -> tuple[np.ndarray, float]:
-    """Class-balanced logistic regression of ``pos`` against ``neg`` (standardized rows)."""
-    x = np.concatenate([pos, neg])
+def _linear(
+    pos: np.ndarray, neg: np.ndarray, c: float, seed: int, keep: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """Class-balanced logistic regression of ``pos`` against ``neg`` (standardized rows) on
+    the columns ``keep`` (boolean); the other columns get weight 0."""
+    x = np.concatenate([pos, neg])[:, keep]
     y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
     lr = LogisticRegression(C=c, class_weight="balanced", max_iter=3000, random_state=seed)
     lr.fit(x, y)
-    return lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
+    weight = np.zeros(len(keep), np.float64)
+    weight[keep] = lr.coef_[0]
+    return weight, float(lr.intercept_[0])
 
 
 def fit_pattern_head(
@@ -194,6 +200,7 @@ def fit_pattern_head(
     c: float = 1.0,
     pattern_weight: float = 1.0,
     pseudo_cases: int = 0,
+    ignore: Sequence[int] = (),
     seed: int = 0,
 ) -> PatternHead:
     """Fit the head: ``cases`` (standardized labelled frauds of the new pattern) against
@@ -207,6 +214,11 @@ def fit_pattern_head(
     unlabelled members of the new pattern, which is how its rarer variants get in). It is
     capped at one traffic row in 400 (50 of 20,000): the new pattern is a small share of
     any traffic, so more pseudo-cases from a small sample would be mostly legit.
+
+    ``ignore`` lists feature columns the line must not use (weight 0): features the cases
+    cannot speak for, such as a calendar flag all of them share only because they were
+    labelled within a few hours or days (see
+    :func:`streams.adaptation_support.undetermined_flags`).
     """
     cases = np.asarray(cases, np.float64)
     traffic = np.asarray(traffic, np.float64)
@@ -215,6 +227,8 @@ def fit_pattern_head(
         raise ValueError(
             "a pattern head needs labelled cases and at least 20 traffic rows with base scores"
         )
+    keep = np.ones(traffic.shape[1], dtype=bool)
+    keep[list(ignore)] = False
     order = np.random.default_rng(seed).permutation(len(traffic))
     fit_idx, cal_idx = order[::2], order[1::2]
     cal_rows = traffic[cal_idx]
@@ -222,7 +236,7 @@ def fit_pattern_head(
     base_tail = TailTable.fit(base_cal)
 
     def head_for(positives: np.ndarray, negatives: np.ndarray) -> PatternHead:
-        weight, bias = _linear(positives, negatives, c, seed)
+        weight, bias = _linear(positives, negatives, c, seed, keep)
         pattern_cal = cal_rows @ weight + bias
         pattern_tail = TailTable.fit(pattern_cal)
         stat = -base_tail.log_tail(base_cal) - pattern_weight * pattern_tail.log_tail(pattern_cal)

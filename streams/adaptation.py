@@ -21,7 +21,11 @@ candidate against the current model on held-out recent cases
 precision does not drop (``ap_drop``) and it does not alert on more than
 ``adapt_max_alert_growth`` times the current model's share of a sample of recent scored
 traffic (``alert_rate``, :class:`streams.adaptation_support.AlertShares`); a rejection is
-logged and counted by reason. The heavy part runs in a thread, so the worker keeps
+logged and counted by reason. A refused ``pattern`` candidate is followed by the plain
+support refresh (:data:`FALLBACK`): when analysts label several known patterns at once,
+one line through all of them can lose held-out AP where the refresh alone does not (in
+``bench_label_to_live``'s mixed labels 41 of 69 pattern candidates were ``ap_drop``
+against 10 of 39 refreshes). The heavy part runs in a thread, so the worker keeps
 scoring meanwhile.
 
 Examples
@@ -47,16 +51,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from models.artifacts import Artifact
 from streams.adaptation_support import (
     ALERT_CHECK_ROWS,
+    AlertShares,
+    Candidate,
     SupportPolicy,
+    Validation,
     adapt,
     alert_shares,
     validate,
     warm_up,
 )
-from streams.case_store import CaseStore
+from streams.case_store import Case, CaseStore
 from streams.hot_swap import LABEL_TIME_METRIC
 from streams.metrics import METRICS, RiskstreamMetrics
 from streams.model_registry import ModelRegistry, Send
@@ -69,6 +78,21 @@ from streams.settings import Settings, safe_url
 from streams.traffic_sample import recent_traffic
 
 log = logging.getLogger(__name__)
+
+
+#: A strategy whose refused candidate is followed by this one's (:meth:`AdaptationService._run`).
+FALLBACK = {"pattern": "refresh"}
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One strategy's validation, candidate and alert shares; ``reason`` when refused."""
+
+    check: Validation
+    candidate: Candidate | None = None
+    shares: AlertShares | None = None
+    reason: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -234,41 +258,26 @@ class AdaptationService:
             base_art.schema.n_features,
             max_age_s=self.settings.adapt_traffic_days * 86_400,
         )
-        check = await asyncio.to_thread(
-            validate,
-            base_art,
-            current_art,
-            cases,
-            strategy=strategy,
-            steps=steps,
-            policy=self.policy,
-            traffic=traffic,
-        )
+        attempt = await self._attempt(base_art, current_art, cases, strategy, steps, traffic)
+        if attempt.reason in ("ap_drop", "alert_rate") and strategy in FALLBACK:
+            # the pattern head is refused (its line can mix known patterns the analysts
+            # also label): the plain support refresh may still be an improvement
+            fallback = await self._attempt(
+                base_art, current_art, cases, FALLBACK[strategy], 0, traffic
+            )
+            refused = {"refused": {"strategy": strategy, "reason": attempt.reason}}
+            attempt = replace(fallback, info=fallback.info | refused)
+            result = replace(result, strategy=FALLBACK[strategy])
+        check, candidate, shares = attempt.check, attempt.candidate, attempt.shares
         result = replace(result, ap_candidate=check.ap_candidate, ap_current=check.ap_current)
-        if not check.usable:
-            return result
-        if not check.accepts():
-            return replace(result, reason="ap_drop")
-        candidate = await asyncio.to_thread(
-            adapt,
-            base_art,
-            cases,
-            strategy=strategy,
-            steps=steps,
-            policy=self.policy,
-            traffic=traffic,
-        )
-        shares = await asyncio.to_thread(
-            alert_shares, candidate, current_art, traffic, self.settings.alert_threshold
-        )
         if shares is not None:
             result = replace(
                 result,
                 alert_share_candidate=shares.candidate,
                 alert_share_current=shares.current,
             )
-            if not shares.accepts(self.settings.adapt_max_alert_growth):
-                return replace(result, reason="alert_rate", info=candidate.info)
+        if attempt.reason is not None or candidate is None:
+            return replace(result, reason=attempt.reason, info=attempt.info)
         version = await self.registry.next_version()
         meta = {
             "version": version,
@@ -295,10 +304,51 @@ class AdaptationService:
             metrics[LABEL_TIME_METRIC] = result.label_time
         notes = {"kind": "adaptation", "base": base_art.version, "trigger": trigger}
         await self.registry.publish(
-            artifact, self.send, metrics=metrics, notes=notes | candidate.info
+            artifact, self.send, metrics=metrics, notes=notes | attempt.info
         )
         self._artifacts[version] = artifact
-        return replace(result, published=True, version=version, reason=None, info=candidate.info)
+        return replace(result, published=True, version=version, reason=None, info=attempt.info)
+
+    async def _attempt(
+        self,
+        base_art: Artifact,
+        current_art: Artifact,
+        cases: list[Case],
+        strategy: str,
+        steps: int,
+        traffic: np.ndarray,
+    ) -> _Attempt:
+        """Validate, adapt and check the alert share of one strategy (off the event loop)."""
+        check = await asyncio.to_thread(
+            validate,
+            base_art,
+            current_art,
+            cases,
+            strategy=strategy,
+            steps=steps,
+            policy=self.policy,
+            traffic=traffic,
+        )
+        if not check.usable:
+            return _Attempt(check, reason="too_few_cases")
+        if not check.accepts():
+            return _Attempt(check, reason="ap_drop")
+        candidate = await asyncio.to_thread(
+            adapt,
+            base_art,
+            cases,
+            strategy=strategy,
+            steps=steps,
+            policy=self.policy,
+            traffic=traffic,
+        )
+        shares = await asyncio.to_thread(
+            alert_shares, candidate, current_art, traffic, self.settings.alert_threshold
+        )
+        info = dict(candidate.info)
+        if shares is not None and not shares.accepts(self.settings.adapt_max_alert_growth):
+            return _Attempt(check, candidate, shares, "alert_rate", info)
+        return _Attempt(check, candidate, shares, None, info)
 
     async def _artifact(self, update: ModelUpdate) -> Artifact:
         """The verified artifact of a registry version (cached: versions never change)."""

@@ -19,7 +19,9 @@ unit-tested and timed on their own. :mod:`streams.adaptation` runs them off the 
   the full support. With the ``pattern`` strategy, a support refresh plus a pattern head
   (:mod:`models.pattern_head`): a linear score of the stream's frauds against a sample of
   recent scored traffic, combined with the network's score through their tails on that
-  traffic, so ordinary transactions keep the network's alert rate.
+  traffic, so ordinary transactions keep the network's alert rate. No head is fitted from
+  frauds of fewer than :data:`MIN_PATTERN_CARDS` cards, and calendar flags the labels
+  cannot judge get no weight in it (:func:`undetermined_flags`).
 * :func:`alert_shares`: the share of recent scored traffic each model would alert on
   (:class:`AlertShares`), so that a candidate with a better AP on labelled cases but an
   alert flood on ordinary transactions is not published.
@@ -71,6 +73,14 @@ ALERT_CHECK_ROWS = 2_000
 #: The alert share a candidate may always reach: the current model's plus this, whatever
 #: the growth factor (a model that alerts on 0.1 % of traffic may still go to 1.1 %).
 ALERT_SHARE_MIN_RISE = 0.01
+#: Fewer cards than this among the labelled frauds: no pattern head. A line fitted on one
+#: card's burst describes that card (its history, its terminal, the hour): in ``make
+#: demo``'s world 10 cases from one card took recall at 1 % FPR from 0.62 (support refresh
+#: alone) to 0.22 (``bench/probe_fewshot_worlds.py``); cases from 7-9 cards raised it.
+MIN_PATTERN_CARDS = 3
+#: Calendar flags and their cycle in seconds: labels spread over less than a cycle cannot
+#: tell whether a pattern keeps to one side of the flag (see :func:`undetermined_flags`).
+CALENDAR_CYCLES_S: dict[str, float] = {"is_weekend": 7 * 86_400.0, "is_night": 86_400.0}
 #: How the stream fits pattern heads (see :func:`models.pattern_head.fit_pattern_head`).
 PATTERN_HEAD_OPTIONS: dict[str, Any] = {"c": 1.0, "pattern_weight": 1.0, "pseudo_cases": 50}
 
@@ -325,6 +335,35 @@ def adapt(
     return Candidate(model, base.transform, support, info)
 
 
+def undetermined_flags(cases: Sequence[Case], names: Sequence[str]) -> list[int]:
+    """Columns of calendar flags that ``cases`` share only because of when they were labelled.
+
+    A flag counts as undetermined when every case has the same value and the cases' event
+    times span less than the flag's cycle (:data:`CALENDAR_CYCLES_S`). Ten cases of a new
+    pattern from its first three days (a Wednesday to a Friday) are all weekday cases, and a
+    line fitted on them reads "weekday" as part of the pattern: it then missed the weekend's
+    cases (recall 0.46 on them against 0.80 on weekdays, ``bench/probe_fewshot_worlds.py``).
+    The same cases over three weekends would be evidence, and are kept.
+
+    >>> c = [Case(f"t{i}", 1, (1.0, 0.0, float(i % 2)), 3600.0 * i, 0, 0, "a", "v", 0.0)
+    ...      for i in range(4)]
+    >>> undetermined_flags(c, ["amount", "is_weekend", "is_night"])  # night varies
+    [1]
+    >>> undetermined_flags(c[:1], ["amount", "is_weekend", "is_night"])
+    [1, 2]
+    """
+    if not cases:
+        return []
+    times = [c.ts for c in cases]
+    span = max(times) - min(times)
+    out = []
+    for column, name in enumerate(names):
+        cycle = CALENDAR_CYCLES_S.get(name)
+        if cycle is not None and span < cycle and len({c.x[column] for c in cases}) == 1:
+            out.append(column)
+    return out
+
+
 def _fit_head(
     base: Artifact,
     support: SupportSet,
@@ -336,19 +375,29 @@ def _fit_head(
     """The pattern head of the stream's frauds against ``traffic``, or why there is none."""
     frauds = [c for c in cases if c.label == 1 and c.tx_id not in set(exclude)]
     n_traffic = 0 if traffic is None else len(traffic)
-    if not frauds or traffic is None or n_traffic < MIN_TRAFFIC_ROWS:
-        return None, {"pattern_head": f"none ({len(frauds)} frauds, {n_traffic} traffic rows)"}
+    n_cards = len({c.incident for c in frauds})
+    if n_cards < MIN_PATTERN_CARDS or traffic is None or n_traffic < MIN_TRAFFIC_ROWS:
+        why = f"{len(frauds)} frauds from {n_cards} cards, {n_traffic} traffic rows"
+        return None, {"pattern_head": f"none ({why})"}
     x_cases = cases_arrays(frauds)[0].reshape(-1, support.x.shape[1])
     network = _scorer(base.model, base.transform, support, None)
     z_traffic = base.transform.transform(np.asarray(traffic, dtype=np.float32))
+    ignored = undetermined_flags(frauds, base.schema.names)
     head = fit_pattern_head(
         base.transform.transform(x_cases),
         z_traffic,
         network.score_standardized(z_traffic),
         seed=seed,
+        ignore=ignored,
         **PATTERN_HEAD_OPTIONS,
     )
-    return head, {"pattern_head": {"cases": len(frauds), "traffic_rows": n_traffic}}
+    info = {
+        "cases": len(frauds),
+        "cards": n_cards,
+        "traffic_rows": n_traffic,
+        "ignored": [base.schema.names[i] for i in ignored],
+    }
+    return head, {"pattern_head": info}
 
 
 def warm_up(strategy: str) -> None:

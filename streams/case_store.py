@@ -86,6 +86,9 @@ class Case:
         The model that scored the transaction and its score then (prequential metrics).
     seq
         Write sequence number in the store (0 until stored).
+    card_id
+        The card of the transaction ("" in cases stored before it was kept): ten cases
+        from one card are one incident, not ten views of a pattern.
     """
 
     tx_id: str
@@ -98,6 +101,16 @@ class Case:
     model_version: str
     score: float
     seq: int = 0
+    card_id: str = ""
+
+    @property
+    def incident(self) -> str:
+        """What makes cases independent: the card, or the transaction when it is unknown.
+
+        >>> Case("a", 1, (1.0,), 0.0, 0.0, 0.0, "s", "v", 0.5).incident
+        'tx:a'
+        """
+        return f"card:{self.card_id}" if self.card_id else f"tx:{self.tx_id}"
 
     @property
     def class_name(self) -> str:
@@ -105,7 +118,12 @@ class Case:
         return CLASS_NAMES[self.label]
 
     def to_json(self) -> bytes:
-        """Payload stored in the data hash (``seq`` lives in the sorted set)."""
+        """Payload stored in the data hash (``seq`` lives in the sorted set).
+
+        >>> Case("a", 1, (1.0,), 0.0, 0.0, 0.0, "s", "v", 0.5, card_id="c9").to_json().endswith(
+        ...     b'"card_id":"c9"}')
+        True
+        """
         values = asdict(self)
         del values["seq"]
         return orjson.dumps(values)

@@ -197,6 +197,7 @@ class LabelFlow:
             source=item.label.source,
             model_version=str(entry.get("model_version", "")),
             score=float(entry.get("score", float("nan"))),
+            card_id=str(entry.get("card_id", "")),
         )
 
     def _learn(self, cases: Sequence[Case]) -> None:

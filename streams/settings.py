@@ -205,10 +205,12 @@ class Settings(BaseSettings):
         300.0, gt=0, description="RISKSTREAM_ADAPT_INTERVAL_S: periodic adaptation."
     )
     adapt_strategy: Literal["refresh", "maml", "reptile", "pattern"] = Field(
-        "refresh",
+        "pattern",
         description=(
             "RISKSTREAM_ADAPT_STRATEGY: refresh = new support set; maml/reptile = plus inner"
-            " gradient steps; pattern = refresh plus a pattern head fitted against recent traffic."
+            " gradient steps; pattern (default) = refresh plus a pattern head fitted against"
+            " recent traffic when the labelled frauds come from 3 cards or more, and the plain"
+            " refresh when that candidate is refused."
         ),
     )
     adapt_traffic_rows: int = Field(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from models.features.definitions import FeatureSchema
 from models.features.transform import FeatureTransform
 from models.matching import MatchingNetwork
 from streams.adaptation import AdaptationService, registry_of
+from streams.adaptation_support import Validation
 from streams.case_store import Case, CaseStore
 from streams.metrics import RiskstreamMetrics
 from streams.records import parse_model_update
@@ -159,3 +161,51 @@ async def test_a_candidate_for_a_distinct_pattern_is_published_with_its_shares(
     assert update.metrics["traffic_alert_share"] == pytest.approx(result.alert_share_candidate)
     assert update.metrics["parent_traffic_alert_share"] == pytest.approx(result.alert_share_current)
     assert world.rejections("alert_rate") == 0
+
+
+async def test_a_refused_pattern_candidate_falls_back_to_the_support_refresh(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default ``pattern`` strategy: when its candidate loses held-out AP (forced here,
+    as a line through several labelled patterns can), the plain refresh is validated and
+    published instead, and the update's notes say what was refused."""
+    import streams.adaptation as agent
+
+    assert world.settings.adapt_strategy == "pattern"
+    real_validate = agent.validate
+    calls: list[str] = []
+
+    def validate(*args: Any, **kwargs: Any) -> Validation:
+        calls.append(kwargs["strategy"])
+        check = real_validate(*args, **kwargs)
+        if kwargs["strategy"] == "pattern":
+            return replace(check, ap_candidate=check.ap_current - 0.1)
+        return check
+
+    monkeypatch.setattr(agent, "validate", validate)
+    rng = np.random.default_rng(3)
+    centre = np.r_[0.0, -4.0, 4.0, np.zeros(N - 3)]
+    cases = frauds(rng.normal(0, 0.3, (12, N)) + centre, "new")
+    await world.cases.put_many([replace(c, card_id=f"card{i}") for i, c in enumerate(cases)])
+    result = await world.service.run_once("manual")
+    assert calls == ["pattern", "refresh"]
+    assert result.published and result.strategy == "refresh", result.summary()
+    assert result.info["refused"] == {"strategy": "pattern", "reason": "ap_drop"}
+    current = await world.registry.current()
+    assert current is not None and current.version == result.version
+    notes = await world.registry.notes(current.version)
+    assert notes["refused"] == {"strategy": "pattern", "reason": "ap_drop"}
+    assert notes["strategy"] == "refresh"
+    assert world.rejections("ap_drop") == 0  # the run published: nothing was rejected
+
+
+async def test_a_pattern_candidate_is_published_with_its_head(world: World) -> None:
+    rng = np.random.default_rng(3)
+    centre = np.r_[0.0, -4.0, 4.0, np.zeros(N - 3)]
+    cases = frauds(rng.normal(0, 0.3, (12, N)) + centre, "new")
+    await world.cases.put_many([replace(c, card_id=f"card{i % 4}") for i, c in enumerate(cases)])
+    result = await world.service.run_once("manual")
+    assert result.published and result.strategy == "pattern", result.summary()
+    assert result.info["pattern_head"]["cards"] == 4
+    artifact = await world.service._artifact(await world.registry.current())  # type: ignore[arg-type]
+    assert artifact.pattern_head is not None

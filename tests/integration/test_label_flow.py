@@ -49,6 +49,15 @@ async def _cases(s: Settings) -> tuple[dict[str, int], int, dict[str, int]]:
         await client.aclose()
 
 
+async def _case_cards(s: Settings) -> dict[str, str]:
+    client = aioredis.Redis.from_url(s.redis_url)
+    try:
+        store = CaseStore(client, prefix=f"{s.app_id}:", cap=s.case_cap_per_class)
+        return {c.tx_id: c.card_id for label in (0, 1) for c in await store.recent(label)}
+    finally:
+        await client.aclose()
+
+
 def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -91,6 +100,9 @@ def test_labels_become_cases_pending_and_dead_letters(
         cases_gauge = labelled_metric(worker, "riskstream_redis_cases")
     counts, seq, labels = asyncio.run(_cases(s))
     assert labels[ids[6]] == 1 and labels[late[0][0]["tx_id"]] == 1
+    # each case knows its card (the pattern head counts incidents by card)
+    card_of = {tx["tx_id"]: tx["card_id"] for tx, _ in source}
+    assert asyncio.run(_case_cards(s)) == {t: card_of[t] for t in labels}
     assert seq == 10  # 8 new, 1 changed, 1 pending applied; the replays wrote nothing
     reasons = sorted(d["error"] for d in dlq)
     assert reasons == ["not_json", "unknown_tx_id"]

@@ -7,6 +7,7 @@ in ``tests/integration/test_case_store.py``.
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -111,3 +112,14 @@ def test_folds_are_stable_and_cover_all(folds: int) -> None:
     got = {fold_of(f"tx-{i}", folds) for i in range(200)}
     assert got == set(range(folds))
     assert fold_of("tx-1", folds) == fold_of("tx-1", folds)
+
+
+def test_a_case_keeps_its_card_and_older_payloads_still_load() -> None:
+    case = Case("t1", 1, (1.0, 2.0), 5.0, 6.0, 7.0, "analyst", "v1", 0.3, card_id="c42")
+    again = Case.from_json(case.to_json(), seq=4)
+    assert again.card_id == "c42" and again.incident == "card:c42" and again.seq == 4
+    # a payload written before cases kept their card
+    old = orjson.loads(case.to_json())
+    del old["card_id"]
+    legacy = Case.from_json(orjson.dumps(old))
+    assert legacy.card_id == "" and legacy.incident == "tx:t1"

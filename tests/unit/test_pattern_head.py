@@ -109,6 +109,15 @@ def test_arrays_round_trip() -> None:
     assert np.array_equal(again.score(x, base_score(x)), head.score(x, base_score(x)))
 
 
+def test_ignored_columns_get_no_weight() -> None:
+    traffic, _ = world(15, 2000, 0, 0)
+    cases = world(16, 0, 0, 10)[0]  # pattern B: column 0 is what sets it apart
+    full = fit_pattern_head(cases, traffic, base_score(traffic), seed=0)
+    assert full.weight[0] > 1.0
+    head = fit_pattern_head(cases, traffic, base_score(traffic), ignore=[0], seed=0)
+    assert head.weight[0] == 0.0 and np.all(np.isfinite(head.weight))
+
+
 def test_fit_refuses_too_little_data() -> None:
     traffic, _ = world(13, 10, 0, 0)
     with pytest.raises(ValueError, match="traffic"):

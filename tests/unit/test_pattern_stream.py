@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from models.features.transform import FeatureTransform
 from models.matching import MatchingNetwork
 from models.pattern_head import fit_pattern_head
 from models.scorer import Scorer
-from streams.adaptation_support import MIN_TRAFFIC_ROWS, adapt, validate
+from streams.adaptation_support import MIN_PATTERN_CARDS, MIN_TRAFFIC_ROWS, adapt, validate
 from streams.case_store import Case
 from streams.model_verification import Reference, UpdateRejected, verify_update
 from streams.records import ModelUpdate, sign_model_update
@@ -72,7 +73,12 @@ def test_pattern_candidate_catches_the_new_pattern_at_the_old_alert_rate() -> No
     base, cases, held_out, traffic = _world()
     refresh = adapt(base, cases, strategy="refresh").scorer(base.schema)
     pattern = adapt(base, cases, strategy="pattern", traffic=traffic)
-    assert pattern.info["pattern_head"] == {"cases": 10, "traffic_rows": len(traffic)}
+    assert pattern.info["pattern_head"] == {
+        "cases": 10,
+        "cards": 10,  # no card ids: each case counts as its own incident
+        "traffic_rows": len(traffic),
+        "ignored": [],  # the cases' calendar flags differ
+    }
     scorer = pattern.scorer(base.schema)
     ordinary = np.random.default_rng(9).normal(size=(4_000, N)).astype(np.float32)
     # the head ranks the held-out members above almost all ordinary transactions ...
@@ -91,6 +97,49 @@ def test_pattern_strategy_without_enough_traffic_is_a_plain_refresh() -> None:
         candidate = adapt(base, cases, strategy="pattern", traffic=sample)
         assert candidate.pattern_head is None
         assert str(candidate.info["pattern_head"]).startswith("none (10 frauds")
+
+
+def _on_cards(cases: list[Case], cards: list[str]) -> list[Case]:
+    return [replace(c, card_id=cards[i % len(cards)]) for i, c in enumerate(cases)]
+
+
+def test_cases_from_too_few_cards_get_no_pattern_head() -> None:
+    """One card's burst is one incident: a line through it would describe that card."""
+    base, cases, _, traffic = _world()
+    for cards in (["c1"], ["c1", "c2"]):
+        candidate = adapt(base, _on_cards(cases, cards), strategy="pattern", traffic=traffic)
+        assert len(cards) < MIN_PATTERN_CARDS
+        assert candidate.pattern_head is None
+        assert f"from {len(cards)} cards" in str(candidate.info["pattern_head"])
+        # the candidate is then exactly the support refresh
+        refresh = adapt(base, _on_cards(cases, cards), strategy="refresh")
+        x = traffic[:100]
+        np.testing.assert_array_equal(
+            candidate.scorer(base.schema).score_only(x), refresh.scorer(base.schema).score_only(x)
+        )
+    spread = _on_cards(cases, [f"c{i}" for i in range(MIN_PATTERN_CARDS)])
+    candidate = adapt(base, spread, strategy="pattern", traffic=traffic)
+    assert candidate.pattern_head is not None
+    assert candidate.info["pattern_head"]["cards"] == MIN_PATTERN_CARDS  # type: ignore[index]
+
+
+def test_a_calendar_flag_the_cases_share_by_timing_gets_no_weight() -> None:
+    """Ten weekday cases from three days say nothing about weekends: the line ignores it."""
+    base, cases, held_out, traffic = _world()
+    weekend = FeatureSchema().index("is_weekend")
+    rng = np.random.default_rng(3)
+    traffic = traffic.copy()
+    traffic[:, weekend] = rng.random(len(traffic)) < 2 / 7
+    weekdays = [
+        replace(c, x=c.x[:weekend] + (0.0,) + c.x[weekend + 1 :], ts=86_400.0 * (i % 3))
+        for i, c in enumerate(cases)
+    ]
+    head = adapt(base, weekdays, strategy="pattern", traffic=traffic).pattern_head
+    assert head is not None and head.weight[weekend] == 0.0
+    # the same cases spread over three weeks are evidence, and the flag is used
+    weeks = [replace(c, ts=7 * 86_400.0 * (i % 3)) for i, c in enumerate(weekdays)]
+    head = adapt(base, weeks, strategy="pattern", traffic=traffic).pattern_head
+    assert head is not None and head.weight[weekend] != 0.0
 
 
 def test_validation_measures_the_pattern_procedure() -> None:
