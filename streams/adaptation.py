@@ -38,6 +38,10 @@ Examples
 ...         alert_share_current=0.0083).summary()  # doctest: +NORMALIZE_WHITESPACE
 'adaptation (new_cases) rejected: alert_rate (held-out AP 0.600 vs 0.500,
  alerts on 49.51% of recent traffic vs 0.83%)'
+>>> replace(r, duration_s=0.5, steps_s={"traffic": 0.2, "candidate": 0.3}).summary()
+...     # doctest: +NORMALIZE_WHITESPACE
+'adaptation (new_cases) rejected: ap_drop (held-out AP 0.400 vs 0.500)
+ in 0.50 s (traffic 0.20, candidate 0.30)'
 """
 
 from __future__ import annotations
@@ -114,6 +118,7 @@ class AdaptationResult:
     info: dict[str, Any] = field(default_factory=dict)
     alert_share_candidate: float = math.nan
     alert_share_current: float = math.nan
+    steps_s: dict[str, float] = field(default_factory=dict)  # wall time of each step
 
     def summary(self) -> str:
         """One log line."""
@@ -124,9 +129,13 @@ class AdaptationResult:
                 f", alerts on {self.alert_share_candidate:.2%} of recent traffic"
                 f" vs {self.alert_share_current:.2%}"
             )
+        steps = ""
+        if self.steps_s:
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in self.steps_s.items())
+            steps = f" in {self.duration_s:.2f} s ({parts})"
         return (
             f"adaptation ({self.trigger}) {what} "
-            f"(held-out AP {self.ap_candidate:.3f} vs {self.ap_current:.3f}{shares})"
+            f"(held-out AP {self.ap_candidate:.3f} vs {self.ap_current:.3f}{shares}){steps}"
         )
 
 
@@ -217,6 +226,21 @@ class AdaptationService:
         return result
 
     async def _run(self, trigger: str, done_seq: int) -> AdaptationResult:
+        steps: dict[str, float] = {}
+        mark = time.perf_counter()
+
+        def step(name: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            steps[name] = now - mark
+            mark = now
+
+        result = await self._adapt(trigger, done_seq, step)
+        return replace(result, steps_s=steps)
+
+    async def _adapt(
+        self, trigger: str, done_seq: int, step: Callable[[str], None]
+    ) -> AdaptationResult:
         current = await self.registry.current()
         if current is None:
             return AdaptationResult(trigger, False, None, None, "error", info={"error": "no model"})
@@ -246,6 +270,7 @@ class AdaptationService:
             base_update = await self.registry.get_update(base_version)
             base_art = await self._artifact(base_update) if base_update else current_art
         strategy, steps = self.settings.adapt_strategy, self.settings.adapt_inner_steps
+        step("cases")
         # Recent scored traffic: the pattern head's reference, and the alert-share check's
         # sample for every strategy (which needs far fewer rows).
         store = ScoredStore(
@@ -258,6 +283,7 @@ class AdaptationService:
             base_art.schema.n_features,
             max_age_s=self.settings.adapt_traffic_days * 86_400,
         )
+        step("traffic")
         attempt = await self._attempt(base_art, current_art, cases, strategy, steps, traffic)
         if attempt.reason in ("ap_drop", "alert_rate") and strategy in FALLBACK:
             # the pattern head is refused (its line can mix known patterns the analysts
@@ -268,6 +294,7 @@ class AdaptationService:
             refused = {"refused": {"strategy": strategy, "reason": attempt.reason}}
             attempt = replace(fallback, info=fallback.info | refused)
             result = replace(result, strategy=FALLBACK[strategy])
+        step("candidate")
         check, candidate, shares = attempt.check, attempt.candidate, attempt.shares
         result = replace(result, ap_candidate=check.ap_candidate, ap_current=check.ap_current)
         if shares is not None:
@@ -307,6 +334,7 @@ class AdaptationService:
             artifact, self.send, metrics=metrics, notes=notes | attempt.info
         )
         self._artifacts[version] = artifact
+        step("publish")
         return replace(result, published=True, version=version, reason=None, info=attempt.info)
 
     async def _attempt(

@@ -207,5 +207,9 @@ async def test_a_pattern_candidate_is_published_with_its_head(world: World) -> N
     result = await world.service.run_once("manual")
     assert result.published and result.strategy == "pattern", result.summary()
     assert result.info["pattern_head"]["cards"] == 4
+    # the log line says where the run's time went
+    assert list(result.steps_s) == ["cases", "traffic", "candidate", "publish"]
+    assert sum(result.steps_s.values()) <= result.duration_s
+    assert " s (cases " in result.summary()
     artifact = await world.service._artifact(await world.registry.current())  # type: ignore[arg-type]
     assert artifact.pattern_head is not None

@@ -96,6 +96,7 @@ class Run:
     base_offline_gap: float  # share of base-scored transactions whose stream score differs
     # from the same model's offline score (features built offline, no label history)
     timings: dict[str, float] = field(default_factory=dict)
+    adapted_notes: dict[str, Any] = field(default_factory=dict)  # how the version was made
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -106,6 +107,7 @@ class Run:
             "rejected": self.rejected,
             "base_offline_gap": self.base_offline_gap,
             "timings_s": self.timings,
+            "adapted_notes": self.adapted_notes,
         }
 
 
@@ -122,6 +124,14 @@ async def _publish_bad(settings: Settings, model_dir: Path) -> list[str]:
         return await publish_bad_updates(registry, model_dir, send)
     finally:
         await producer.stop()
+        await client.aclose()
+
+
+async def _notes(settings: Settings, version: str) -> dict[str, Any]:
+    client = connect_redis(settings)
+    try:
+        return await registry_of(settings, client).notes(version)
+    finally:
         await client.aclose()
 
 
@@ -214,6 +224,7 @@ def run(
             workers_alive=alive,
             base_offline_gap=float(np.mean(np.asarray(gaps) > 1e-3)) if gaps else math.nan,
             timings={k: round(v, 1) for k, v in timings.items()},
+            adapted_notes=asyncio.run(_notes(s, adapted)) if adapted else {},
         )
         print("\nadaptation e2e:", json.dumps(result.summary(), indent=1, default=str))
         yield result
@@ -243,6 +254,16 @@ def test_ten_labels_make_a_new_version_live_in_every_worker(run: Run) -> None:
     assert run.published_total == 1  # one leader adapted, once
     assert len(run.label_to_live_s) == N_WORKERS
     assert all(0 < t < 30 for t in run.label_to_live_s), run.label_to_live_s
+
+
+def test_the_default_adaptation_fitted_a_pattern_head(run: Run) -> None:
+    """The ``pattern`` default: the labels come from several cards, so a head is fitted;
+    they all fall on weekdays within three days, so the line ignores the weekend flag."""
+    notes = run.adapted_notes
+    assert notes["strategy"] == "pattern" and "refused" not in notes, notes
+    head = notes["pattern_head"]
+    assert head["cards"] >= 3 and head["cases"] == N_LABELS
+    assert "is_weekend" in head["ignored"]
 
 
 def test_recall_is_measured_on_transactions_scored_after_the_swap(run: Run) -> None:
