@@ -23,10 +23,9 @@ precision does not drop (``ap_drop``) and it does not alert on more than
 traffic (``alert_rate``, :class:`streams.adaptation_support.AlertShares`); a rejection is
 logged and counted by reason. A refused ``pattern`` candidate is followed by the plain
 support refresh (:data:`FALLBACK`): when analysts label several known patterns at once,
-one line through all of them can lose held-out AP where the refresh alone does not (in
-``bench_label_to_live``'s mixed labels 41 of 69 pattern candidates were ``ap_drop``
-against 10 of 39 refreshes). The heavy part runs in a thread, so the worker keeps
-scoring meanwhile.
+one line through all of them can lose held-out AP where the refresh alone does not. The
+heavy part runs in a thread, so the worker keeps scoring meanwhile, and the log line says
+where a run's time went (``steps_s``: cases, traffic, candidate, publish).
 
 Examples
 --------
@@ -269,7 +268,7 @@ class AdaptationService:
         if base_version != current.version:
             base_update = await self.registry.get_update(base_version)
             base_art = await self._artifact(base_update) if base_update else current_art
-        strategy, steps = self.settings.adapt_strategy, self.settings.adapt_inner_steps
+        strategy, inner_steps = self.settings.adapt_strategy, self.settings.adapt_inner_steps
         step("cases")
         # Recent scored traffic: the pattern head's reference, and the alert-share check's
         # sample for every strategy (which needs far fewer rows).
@@ -284,7 +283,7 @@ class AdaptationService:
             max_age_s=self.settings.adapt_traffic_days * 86_400,
         )
         step("traffic")
-        attempt = await self._attempt(base_art, current_art, cases, strategy, steps, traffic)
+        attempt = await self._attempt(base_art, current_art, cases, strategy, inner_steps, traffic)
         if attempt.reason in ("ap_drop", "alert_rate") and strategy in FALLBACK:
             # the pattern head is refused (its line can mix known patterns the analysts
             # also label): the plain support refresh may still be an improvement
