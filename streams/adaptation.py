@@ -65,6 +65,7 @@ from streams.adaptation_support import (
     Validation,
     adapt,
     alert_shares,
+    head_possible,
     validate,
     warm_up,
 )
@@ -95,7 +96,6 @@ class _Attempt:
     candidate: Candidate | None = None
     shares: AlertShares | None = None
     reason: str | None = None
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -284,17 +284,22 @@ class AdaptationService:
         )
         step("traffic")
         attempt = await self._attempt(base_art, current_art, cases, strategy, inner_steps, traffic)
-        if attempt.reason in ("ap_drop", "alert_rate") and strategy in FALLBACK:
+        refused: dict[str, Any] = {}
+        if (
+            attempt.reason in ("ap_drop", "alert_rate")
+            and strategy in FALLBACK
+            and head_possible(cases, len(traffic))  # without a head it *was* the refresh
+        ):
             # the pattern head is refused (its line can mix known patterns the analysts
             # also label): the plain support refresh may still be an improvement
-            fallback = await self._attempt(
+            refused = {"refused": {"strategy": strategy, "reason": attempt.reason}}
+            attempt = await self._attempt(
                 base_art, current_art, cases, FALLBACK[strategy], 0, traffic
             )
-            refused = {"refused": {"strategy": strategy, "reason": attempt.reason}}
-            attempt = replace(fallback, info=fallback.info | refused)
             result = replace(result, strategy=FALLBACK[strategy])
         step("candidate")
         check, candidate, shares = attempt.check, attempt.candidate, attempt.shares
+        info = (candidate.info if candidate is not None else {}) | refused
         result = replace(result, ap_candidate=check.ap_candidate, ap_current=check.ap_current)
         if shares is not None:
             result = replace(
@@ -303,7 +308,7 @@ class AdaptationService:
                 alert_share_current=shares.current,
             )
         if attempt.reason is not None or candidate is None:
-            return replace(result, reason=attempt.reason, info=attempt.info)
+            return replace(result, reason=attempt.reason, info=info)
         version = await self.registry.next_version()
         meta = {
             "version": version,
@@ -329,12 +334,10 @@ class AdaptationService:
         if result.label_time is not None:
             metrics[LABEL_TIME_METRIC] = result.label_time
         notes = {"kind": "adaptation", "base": base_art.version, "trigger": trigger}
-        await self.registry.publish(
-            artifact, self.send, metrics=metrics, notes=notes | attempt.info
-        )
+        await self.registry.publish(artifact, self.send, metrics=metrics, notes=notes | info)
         self._artifacts[version] = artifact
         step("publish")
-        return replace(result, published=True, version=version, reason=None, info=attempt.info)
+        return replace(result, published=True, version=version, reason=None, info=info)
 
     async def _attempt(
         self,
@@ -372,10 +375,9 @@ class AdaptationService:
         shares = await asyncio.to_thread(
             alert_shares, candidate, current_art, traffic, self.settings.alert_threshold
         )
-        info = dict(candidate.info)
         if shares is not None and not shares.accepts(self.settings.adapt_max_alert_growth):
-            return _Attempt(check, candidate, shares, "alert_rate", info)
-        return _Attempt(check, candidate, shares, None, info)
+            return _Attempt(check, candidate, shares, "alert_rate")
+        return _Attempt(check, candidate, shares)
 
     async def _artifact(self, update: ModelUpdate) -> Artifact:
         """The verified artifact of a registry version (cached: versions never change)."""

@@ -364,6 +364,18 @@ def undetermined_flags(cases: Sequence[Case], names: Sequence[str]) -> list[int]
     return out
 
 
+def head_possible(cases: Sequence[Case], n_traffic: int) -> bool:
+    """Whether the ``pattern`` strategy fits a head for ``cases`` with that much traffic:
+    frauds from :data:`MIN_PATTERN_CARDS` cards and :data:`MIN_TRAFFIC_ROWS` rows.
+
+    >>> f = [Case(f"t{i}", 1, (1.0,), 0.0, 0, 0, "a", "v", 0.0, card_id=f"c{i}") for i in range(3)]
+    >>> head_possible(f, 5_000), head_possible(f[:2], 5_000), head_possible(f, 10)
+    (True, False, False)
+    """
+    cards = {c.incident for c in cases if c.label == 1}
+    return len(cards) >= MIN_PATTERN_CARDS and n_traffic >= MIN_TRAFFIC_ROWS
+
+
 def _fit_head(
     base: Artifact,
     support: SupportSet,
@@ -373,10 +385,11 @@ def _fit_head(
     seed: int,
 ) -> tuple[PatternHead | None, dict[str, Any]]:
     """The pattern head of the stream's frauds against ``traffic``, or why there is none."""
-    frauds = [c for c in cases if c.label == 1 and c.tx_id not in set(exclude)]
+    left_out = set(exclude)
+    frauds = [c for c in cases if c.label == 1 and c.tx_id not in left_out]
     n_traffic = 0 if traffic is None else len(traffic)
     n_cards = len({c.incident for c in frauds})
-    if n_cards < MIN_PATTERN_CARDS or traffic is None or n_traffic < MIN_TRAFFIC_ROWS:
+    if traffic is None or not head_possible(frauds, n_traffic):
         why = f"{len(frauds)} frauds from {n_cards} cards, {n_traffic} traffic rows"
         return None, {"pattern_head": f"none ({why})"}
     x_cases = cases_arrays(frauds)[0].reshape(-1, support.x.shape[1])
